@@ -1,0 +1,161 @@
+"""The consortium plan (`plan.toml`): public, identical at every partner, nothing secret.
+
+The data sections come from `data_prep.config` (configuration only, no partner data code); this module adds
+the trunk architecture, the local training settings and the federation schedule, and writes/reads the file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from data_prep.atomic import write_text_atomic
+from data_prep.config import PrepConfig, plan_hash, read_plan_dict, section
+from data_prep.errors import InputError
+
+ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
+SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
+
+
+@dataclass(frozen=True)
+class TrunkSpec:
+    hidden_sizes: list[int] = field(default_factory=lambda: [2000])
+    dropout: float = 0.2
+    activation: str = "relu"
+    input_dropout: float = 0.0
+
+    def __post_init__(self) -> None:
+        if not self.hidden_sizes or any(int(h) < 1 for h in self.hidden_sizes):
+            raise InputError(f"plan: trunk.hidden_sizes must be positive integers, got {self.hidden_sizes}")
+        if self.activation not in ACTIVATIONS:
+            raise InputError(f"plan: trunk.activation '{self.activation}' unknown; use one of {ACTIVATIONS}")
+        if not 0.0 <= self.dropout < 1.0 or not 0.0 <= self.input_dropout < 1.0:
+            raise InputError("plan: trunk dropouts must be in [0, 1)")
+
+
+@dataclass(frozen=True)
+class TrainingSpec:
+    """Local training settings, shared so single-partner baselines and federated partners train alike."""
+
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    batch_fraction: float = 0.02
+    min_batch_size: int = 32
+    max_batch_size: int = 4096
+    max_epochs: int = 40
+    patience: int = 5
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class FederationSpec:
+    rounds: int = 20
+    schedule: str = "local_steps"
+    local_steps: int = 50
+    local_epochs: int = 1
+    min_partners: int = 2
+    secure_aggregation: bool = False
+    secagg_clipping_range: float = 8.0
+    secagg_quantization_range: int = 4194304
+    fp16_wire: bool = False
+
+    def __post_init__(self) -> None:
+        if self.schedule not in SCHEDULES:
+            raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
+        if self.rounds < 1 or self.min_partners < 1:
+            raise InputError("plan: federation.rounds and federation.min_partners must be >= 1")
+
+    @property
+    def steps_per_round(self) -> int | None:
+        """Optimizer steps each partner takes per round; None means whole local epochs."""
+        return {"local_steps": self.local_steps, "per_iteration": 1}.get(self.schedule)
+
+
+@dataclass(frozen=True)
+class Plan:
+    name: str = "consortium"
+    data: PrepConfig = field(default_factory=PrepConfig)
+    trunk: TrunkSpec = field(default_factory=TrunkSpec)
+    training: TrainingSpec = field(default_factory=TrainingSpec)
+    federation: FederationSpec = field(default_factory=FederationSpec)
+    reference_hash: str = ""
+
+    @property
+    def hash(self) -> str:
+        return plan_hash(self.to_dict())
+
+    @property
+    def n_features(self) -> int:
+        return self.data.fingerprint.size
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "reference_hash": self.reference_hash,
+            **self.data.to_dict(),
+            "trunk": asdict(self.trunk),
+            "training": asdict(self.training),
+            "federation": asdict(self.federation),
+        }
+
+    @classmethod
+    def from_dict(cls, raw: dict[str, Any], source: str = "plan") -> Plan:
+        known = {"name", "reference_hash", "fingerprint", "standardization", "folds", "tasks",
+                 "trunk", "training", "federation"}
+        unknown = sorted(set(raw) - known)
+        if unknown:
+            raise InputError(f"{source}: unknown table(s) {unknown}; allowed: {sorted(known)}")
+        plan = cls(
+            name=str(raw.get("name", "consortium")),
+            data=PrepConfig.from_plan(raw, source),
+            trunk=section(TrunkSpec, raw, "trunk", source),
+            training=section(TrainingSpec, raw, "training", source),
+            federation=section(FederationSpec, raw, "federation", source),
+            reference_hash=str(raw.get("reference_hash", "")),
+        )
+        # One hash everywhere: data_prep hashes the file as written, so the file must be complete.
+        if plan.data.plan_hash != plan.hash:
+            full = plan.to_dict()
+            missing = sorted(
+                f"{t}.{k}" if isinstance(v, dict) else t
+                for t, v in full.items()
+                for k in (v if isinstance(v, dict) else [None])
+                if t not in raw or (k is not None and k not in raw.get(t, {}))
+            )
+            raise InputError(
+                f"{source}: the plan is incomplete or has values of the wrong type"
+                + (f" (missing: {', '.join(missing[:8])})" if missing else "")
+                + "; write plans with `consortium init` so every partner hashes the same content"
+            )
+        return plan
+
+    @classmethod
+    def load(cls, path: str | Path) -> Plan:
+        return cls.from_dict(read_plan_dict(path), source=str(path))
+
+    def save(self, path: str | Path) -> Path:
+        header = (
+            "# Consortium plan: public, identical at every partner, nothing secret.\n"
+            f"# plan hash (content, without reference_hash): {self.hash}\n"
+        )
+        return write_text_atomic(path, header + tomli_w.dumps(self.to_dict()))
+
+
+def trunk_shapes(plan: Plan) -> dict[str, tuple[int, ...]]:
+    """The exact arrays a trunk consists of; the server refuses any reply with other names or shapes.
+
+    `input.weight` is stored feature-major (n_features x hidden), as an embedding table, so a sparse
+    row selects rows of it.
+    """
+    sizes = [int(h) for h in plan.trunk.hidden_sizes]
+    shapes: dict[str, tuple[int, ...]] = {
+        "input.weight": (plan.n_features, sizes[0]),
+        "input.bias": (sizes[0],),
+    }
+    for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
+        shapes[f"hidden.{i}.weight"] = (fan_out, fan_in)
+        shapes[f"hidden.{i}.bias"] = (fan_out,)
+    return shapes
