@@ -69,7 +69,7 @@ class PreparedData:
             (self.y_regr.shape[0] == n, f"y_regr.npz has {self.y_regr.shape[0]} rows, x has {n}"),
             (self.y_censor.shape == self.y_regr.shape, "y_censor.npz and y_regr.npz shapes differ"),
             (self.y_class.shape[1] == len(self.class_tasks),
-             f"y_class.npz has {self.y_class.shape[1]} columns, tasks.parquet {len(self.class_tasks)} classification tasks"),
+             f"y_class.npz has {self.y_class.shape[1]} columns, tasks.parquet {len(self.class_tasks)} class tasks"),
             (self.y_regr.shape[1] == len(self.regr_tasks),
              f"y_regr.npz has {self.y_regr.shape[1]} columns, tasks.parquet {len(self.regr_tasks)} regression tasks"),
             (bool(np.isin(self.y_class.data, (-1.0, 1.0)).all()), "y_class.npz holds labels other than +1/-1"),
