@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import typer
+from rich import print as rprint
+from rich.table import Table
 
 from consortium.plan import FederationSpec, Plan, TrunkSpec
 from data_prep.config import FingerprintConfig, FoldConfig, PrepConfig
 from data_prep.console import console, friendly_errors
+from data_prep.errors import InputError
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -53,6 +57,122 @@ def init(
     )
     plan.save(out)
     console.print(f"wrote {out} (plan hash {plan.hash[:16]}…)")
+
+
+def _partners_arg(partners: list[Path]) -> list[Path]:
+    if not partners:
+        raise typer.BadParameter("give one or more partner directories", param_hint="--partners")
+    return partners
+
+
+@app.command()
+@friendly_errors
+def simulate(
+    plan_path: Path = typer.Option(..., "--plan", help="Consortium plan (plan.toml)"),
+    partners: list[Path] = typer.Option(..., "--partners", help="Partner input dirs (T0/T1/T2) or prepared dirs; "
+                                        "repeat the option or list them after it"),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, ledger, models, summary)"),
+    key: Path | None = typer.Option(None, "--key", help="Partners' secret key (needed to prepare input dirs)"),
+    rounds: int | None = typer.Option(None, "--rounds", help="Rounds to run (default: the plan's)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint"),
+    baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Train single-partner baselines"),
+    verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own log lines"),
+) -> None:
+    """Run the federation embedded in one process (no network) and print single vs federated per partner."""
+    from consortium.simulate import simulate as run_simulation
+    from consortium.simulate import summary_table
+
+    result = run_simulation(plan_path, _partners_arg(partners), out, key=key, rounds=rounds, resume=resume,
+                            baseline=baseline, verbose=verbose)
+    st = result.status
+    schedule = Plan.load(plan_path).federation.schedule
+    rprint(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
+    console.print(f"run directory {result.run_dir}: ledger.jsonl, checkpoints/, partners/*/model, summary.json, "
+                  f"summary.csv ({sum(result.seconds.values()):.0f} s)")
+
+
+@app.command()
+@friendly_errors
+def serve(
+    plan_path: Path = typer.Option(..., "--plan", help="Consortium plan (plan.toml)"),
+    out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, ledger, status)"),
+    port: int = typer.Option(9093, "--port", help="SuperLink port (Fleet, Control and Runtime APIs)"),
+    host: str = typer.Option("0.0.0.0", "--host", help="Address the SuperLink listens on"),
+    rounds: int | None = typer.Option(None, "--rounds", help="Rounds to run (default: the plan's)"),
+    resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint"),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS (loopback tests only)"),
+    ssl_ca_certfile: Path | None = typer.Option(None, "--ssl-ca-certfile", help="CA certificate (TLS)"),
+    ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Server certificate (TLS)"),
+    ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="Server private key (TLS)"),
+    timeout: float = typer.Option(24 * 3600, "--timeout", help="Give up after this many seconds"),
+) -> None:
+    """Start the SuperLink and the consortium's server app for the plan; partners join with `partner-kit join`."""
+    from consortium.deploy import TlsOptions, run_deployed, start_consortium
+    from consortium.server_app import RunSettings, start_point
+
+    plan = Plan.load(plan_path)
+    total = int(rounds or plan.federation.rounds)
+    start_point(RunSettings(plan=plan, run_dir=out.resolve(), rounds=total, resume=resume))  # fail fast
+    tls = TlsOptions(insecure=insecure, ca_certfile=ssl_ca_certfile, certfile=ssl_certfile, keyfile=ssl_keyfile)
+    consortium = start_consortium(out, port=port, host=host, tls=tls)
+    console.print(f"SuperLink on {consortium.address}; partners join with "
+                  f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`")
+    try:
+        result = run_deployed(consortium, plan_path, out, rounds=total, resume=resume, timeout=timeout,
+                              on_status=_print_status)
+    finally:
+        consortium.stop()
+    console.print(f"run {result['run_id']} finished: {result['status'].get('round')} rounds, ledger {out}/ledger.jsonl")
+
+
+def _print_status(status: dict) -> None:
+    if status:
+        console.print(f"  {status.get('state')}: round {status.get('round')}/{status.get('rounds')}, "
+                      f"{len(status.get('nodes', []))} partner node(s) connected", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def status(
+    run_dir: Path = typer.Argument(..., help="Run directory of `consortium serve` or `simulate`"),
+    as_json: bool = typer.Option(False, "--json", help="Print status as JSON"),
+) -> None:
+    """Show connected partners, round progress and whether the ledger verifies."""
+    from consortium.deploy import read_status
+    from consortium.ledger import LEDGER_NAME, LedgerError, verify
+
+    st = read_status(run_dir)
+    if not st:
+        raise InputError(f"{run_dir} has no status.json; is it the --out of `consortium serve` or `simulate`?")
+    ledger_path = run_dir / LEDGER_NAME
+    try:
+        entries = verify(ledger_path) if ledger_path.exists() else []
+        chain = f"verifies ({len(entries)} rounds)"
+    except LedgerError as exc:
+        entries, chain = [], f"BROKEN: {exc}"
+    if as_json:
+        print(json.dumps({**st, "ledger": chain}, indent=2))
+        return
+    table = Table(title=f"{run_dir} ({st.get('mode')})", show_header=False)
+    table.add_column("", style="bold")
+    table.add_column("")
+    rows = [
+        ("state", str(st.get("state"))), ("round", f"{st.get('round')}/{st.get('rounds')}"),
+        ("partner nodes", ", ".join(map(str, st.get("nodes", []))) or "none yet"),
+        ("secure aggregation", str(st.get("secure_aggregation"))),
+        ("last loss", "n/a" if st.get("last_loss") is None else f"{st['last_loss']:.4f}"),
+        ("round seconds", ", ".join(f"{s:.1f}" for s in st.get("round_seconds", [])) or "-"),
+        ("refused replies", str(len(st.get("refused", [])))), ("ledger", chain), ("updated", str(st.get("updated"))),
+    ]
+    if st.get("error"):
+        rows.append(("error", str(st["error"])))
+    for k, v in rows:
+        table.add_row(k, v)
+    rprint(table)
+    if entries:
+        last = entries[-1]
+        console.print(f"last round {last.round}: nodes {last.node_ids}, examples {last.examples}, "
+                      f"trunk sha256 {last.trunk_sha256[:16]}…", highlight=False)
 
 
 if __name__ == "__main__":

@@ -23,10 +23,10 @@ def friendly_errors(func: F) -> F:
         try:
             return func(*args, **kwargs)
         except InputError as exc:
-            console.print(f"[bold red]error:[/] {exc}", highlight=False)
+            console.print(f"[bold red]error:[/] {exc}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
         except FileNotFoundError as exc:
-            console.print(f"[bold red]error:[/] file not found: {exc.filename}", highlight=False)
+            console.print(f"[bold red]error:[/] file not found: {exc.filename}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
 
     return wrapper  # type: ignore[return-value]

@@ -1,0 +1,169 @@
+"""Federation round cost: deployed (SuperLink + SuperNodes on loopback) vs embedded vs the partners' own compute.
+
+For 3 toxcast-6 partners prepared with one plan, runs the same rounds
+  1. embedded (one process, partners one after another): round wall time, each partner's compute per round
+  2. deployed, plain: SuperLink + 3 SuperNodes, a fresh ClientApp process per message
+  3. deployed, SecAgg+ (Flower's secure aggregation; 4 round trips per round + an example-count probe)
+and prints per round: wall time (median over rounds), the slowest partner's own compute (training + selection
+scoring, measured inside the partner: `model/federated/rounds.jsonl`), their ratio against the issue's target
+(deployed <= 1.2 x slowest partner + 5 s; SecAgg+ <= 2 x plain) and the bytes each partner sends/receives per
+round. Every mode runs in this one invocation on this machine, so the ratios compare like with like.
+
+    .venv/bin/python benchmarks/bench_federation.py [--partners APR NVS OTHERS] [--fp-size 32000]
+        [--hidden 512] [--rounds 3] [--local-steps 50] [--skip-secagg]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import dataclasses
+import json
+import os
+import platform
+import signal
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from consortium.deploy import free_port, run_deployed, start_consortium  # noqa: E402
+from consortium.embedded import run_embedded  # noqa: E402
+from consortium.plan import FederationSpec, Plan, TrainingSpec, TrunkSpec, trunk_shapes  # noqa: E402
+from consortium.server_app import RunSettings  # noqa: E402
+from data_prep.config import FingerprintConfig, PrepConfig  # noqa: E402
+from data_prep.key import generate_key  # noqa: E402
+from partner_kit.client_app import app as partner_app  # noqa: E402
+from partner_kit.federated import ROUNDS_LOG, PartnerConfig  # noqa: E402
+from partner_kit.join import start_supernode  # noqa: E402
+from partner_kit.simulation import prepared_dir_for  # noqa: E402
+
+SHARED = ROOT / ".." / "shared" / "data" / "consortia" / "toxcast-6"
+
+
+def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
+    """Per round: the slowest partner's own compute (seconds inside fit_round)."""
+    per_round: dict[int, list[float]] = {}
+    for model in models.values():
+        for line in (model / "federated" / ROUNDS_LOG).read_text().splitlines():
+            e = json.loads(line)
+            per_round.setdefault(e["round"], []).append(e["seconds_total"])
+    return [max(per_round[r]) for r in range(1, rounds + 1)]
+
+
+def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], work: Path, rounds: int) -> dict:
+    run_dir = work / mode
+    configs = {n: PartnerConfig(plan=plan_path, prepared=p, model=work / f"models-{mode}" / n, name=n)
+               for n, p in prepared.items()}
+    t0 = time.perf_counter()
+    if mode == "embedded":
+        status, grid = run_embedded(RunSettings(plan=plan, run_dir=run_dir, rounds=rounds, mode="embedded"),
+                                    partner_app, {n: c.to_node_config() for n, c in configs.items()})
+        ids = status["partners"]
+        sent = statistics.mean(grid.bytes_out[ids[n]] for n in configs) / rounds
+        received = statistics.mean(grid.bytes_in[ids[n]] for n in configs) / rounds
+    else:
+        consortium = start_consortium(run_dir, flwr_home=work / "flwr" / mode)
+        nodes = []
+        try:
+            for n, c in configs.items():
+                nodes.append(start_supernode(c, consortium.address, port=free_port(), log=run_dir / "logs" / f"{n}.log",
+                                             flwr_home=work / "flwr" / f"{mode}-{n}"))
+            result = run_deployed(consortium, plan_path, run_dir, rounds=rounds, timeout=3600)
+        finally:
+            for p in nodes:
+                with contextlib.suppress(ProcessLookupError):
+                    os.killpg(p.pid, signal.SIGTERM)
+            consortium.stop()
+        status = result["status"]
+        traffic = result["flower"].get("network-traffic", {})
+        # Flower counts the whole run (SuperLink side); per partner and round:
+        sent = traffic.get("inbound-bytes", 0) / len(configs) / rounds
+        received = traffic.get("outbound-bytes", 0) / len(configs) / rounds
+    wall = time.perf_counter() - t0
+    compute = partner_compute({n: c.model for n, c in configs.items()}, rounds)
+    return {"mode": mode, "round_seconds": status["round_seconds"], "slowest_partner": compute,
+            "bytes_sent_per_partner_round": sent, "bytes_received_per_partner_round": received, "wall": wall}
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--partners", nargs="+", default=["APR", "NVS", "OTHERS"])
+    ap.add_argument("--fp-size", type=int, default=32000)
+    ap.add_argument("--hidden", type=int, nargs="+", default=[512])
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--local-steps", type=int, default=50)
+    ap.add_argument("--skip-secagg", action="store_true")
+    ap.add_argument("--work", type=Path, default=None, help="Work directory (default: a temporary one)")
+    args = ap.parse_args()
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="bench-fed-")).resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    plan = Plan(name="bench-federation", data=PrepConfig(fingerprint=FingerprintConfig(size=args.fp_size)),
+                trunk=TrunkSpec(hidden_sizes=list(args.hidden)), training=TrainingSpec(),
+                federation=FederationSpec(rounds=args.rounds, local_steps=args.local_steps,
+                                          min_partners=len(args.partners)))
+    plan_path = plan.save(work / "plan.toml")
+    key = work / "secret.key"
+    if not key.exists():
+        generate_key(key)
+    prepared = {}
+    for name in args.partners:
+        prepared[name], _ = prepared_dir_for(SHARED / name, plan, plan_path, key, work / "prepared" / name,
+                                             progress=False)
+    params = sum(int(__import__("math").prod(s)) for s in trunk_shapes(plan).values())
+    modes = [("embedded", plan), ("deployed", plan)]
+    if not args.skip_secagg:
+        secagg = dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, secure_aggregation=True))
+        modes.append(("deployed-secagg", secagg))
+    results = []
+    for mode, p in modes:
+        p_path = p.save(work / f"plan-{mode}.toml")
+        if p is not plan:  # SecAgg+ is a plan change: its partners need data prepared under it
+            prep = {n: prepared_dir_for(SHARED / n, p, p_path, key, work / f"prepared-{mode}" / n, progress=False)[0]
+                    for n in args.partners}
+        else:
+            prep, p_path = prepared, plan_path
+        print(f"running {mode} ...", flush=True)
+        results.append(run_mode(mode, p, p_path, prep, work, args.rounds))
+
+    load = os.getloadavg()
+    print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
+          f"load average now {load[0]:.1f}/{load[1]:.1f}/{load[2]:.1f}")
+    print(f"partners {', '.join(args.partners)} (toxcast-6); trunk {args.fp_size} x {args.hidden} = "
+          f"{params / 1e6:.2f} M parameters ({params * 4 / 2**20:.1f} MiB fp32); {args.rounds} rounds x "
+          f"{args.local_steps} local steps")
+    plain = None
+    header = (f"{'mode':<17}{'round s (median)':>17}{'slowest partner s':>19}{'target s':>10}{'ratio':>8}"
+              f"{'MiB sent/partner/round':>24}{'MiB recv/partner/round':>24}")
+    print(header)
+    print("-" * len(header))
+    for r in results:
+        rounds = r["round_seconds"]
+        med = statistics.median(rounds)
+        slow = statistics.median(r["slowest_partner"])
+        if r["mode"] == "embedded":
+            target, note = None, "(partners run one after another)"
+        elif r["mode"] == "deployed":
+            plain = med
+            target, note = 1.2 * slow + 5.0, ""
+        else:
+            target, note = 2.0 * (plain or med), "(target: 2 x plain deployed)"
+        ratio = f"{med / target:.2f}" if target else "-"
+        tgt = f"{target:.1f}" if target else "-"
+        sent, recv = r["bytes_sent_per_partner_round"] / 2**20, r["bytes_received_per_partner_round"] / 2**20
+        print(f"{r['mode']:<17}{med:>17.2f}{slow:>19.2f}{tgt:>10}{ratio:>8}{sent:>24.2f}{recv:>24.2f}  {note}")
+    print("\nratio = round time / target (<= 1 meets the target). Per-round times:")
+    for r in results:
+        print(f"  {r['mode']:<17} rounds {[round(x, 1) for x in r['round_seconds']]}, slowest partner "
+              f"{[round(x, 1) for x in r['slowest_partner']]}, total {r['wall']:.0f} s")
+    (work / "bench_federation.json").write_text(json.dumps(results, indent=2))
+    print(f"\nraw numbers: {work / 'bench_federation.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,247 @@
+"""Deployed mode: the consortium's SuperLink, the Flower app that runs our ServerApp, run submission, status.
+
+`consortium serve` = start `flower-superlink` (one port for Fleet, Control and Runtime APIs), write a small
+Flower app (pyproject with `[tool.flwr.app]` components pointing at `consortium.server_app:app` and
+`partner_kit.client_app:app`) into the run directory, submit it with `flwr run`, then follow the run through
+`status.json` until it finishes. Every process is started in its own process group so it can be stopped as
+a whole; every wait is bounded and says what it waited for.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import tomli_w
+
+from consortium.server_app import STATUS_NAME
+from data_prep.atomic import write_text_atomic
+from data_prep.errors import InputError
+
+CONNECTION = "fedqsar"
+APP_DIR = "flower_app"
+
+
+def executable(name: str) -> str:
+    """A console script of this environment (flower-superlink, flower-supernode, flwr)."""
+    candidate = Path(sys.executable).parent / name
+    return str(candidate) if candidate.exists() else name
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_for_port(host: str, port: int, timeout: float, what: str, proc: subprocess.Popen | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"{what} exited with code {proc.returncode} before listening on {host}:{port}")
+        with contextlib.suppress(OSError), socket.create_connection((host, port), timeout=1.0):
+            return
+        time.sleep(0.2)
+    raise TimeoutError(f"{what} did not listen on {host}:{port} within {timeout:.0f} s")
+
+
+@dataclass
+class Service:
+    """A started process (own process group) with its log file."""
+
+    name: str
+    popen: subprocess.Popen
+    log: Path
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def stop(self, timeout: float = 10.0) -> None:
+        if self.popen.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(self.popen.pid, signal.SIGTERM)
+        try:
+            self.popen.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.popen.pid, signal.SIGKILL)
+            self.popen.wait(timeout=timeout)
+
+    def tail(self, n: int = 30) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+def spawn(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = None,
+          cwd: Path | None = None) -> Service:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    fh = open(log, "ab")  # noqa: SIM115 (the child owns it; closed when the child exits)
+    popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    fh.close()
+    return Service(name, popen, log)
+
+
+def flower_env(flwr_home: Path | None) -> dict[str, str]:
+    """Environment for Flower processes: private FLWR_HOME, this venv's bin first (they spawn flower-superexec)."""
+    env = dict(os.environ)
+    if flwr_home is not None:
+        env["FLWR_HOME"] = str(flwr_home)
+    env["PATH"] = os.pathsep.join([str(Path(sys.executable).parent), env.get("PATH", "")])
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env
+
+
+@dataclass(frozen=True)
+class TlsOptions:
+    """Certificates for the security issue; None everywhere = insecure (loopback tests only)."""
+
+    insecure: bool = True
+    ca_certfile: Path | None = None
+    certfile: Path | None = None
+    keyfile: Path | None = None
+
+    def superlink_args(self) -> list[str]:
+        if self.insecure:
+            return ["--insecure"]
+        if not (self.ca_certfile and self.certfile and self.keyfile):
+            raise InputError("TLS needs --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile (or pass --insecure "
+                             "for a loopback test)")
+        return ["--ssl-ca-certfile", str(self.ca_certfile), "--ssl-certfile", str(self.certfile),
+                "--ssl-keyfile", str(self.keyfile)]
+
+
+def start_superlink(port: int, flwr_home: Path | None, log: Path, tls: TlsOptions = TlsOptions(),
+                    host: str = "127.0.0.1", timeout: float = 60.0) -> Service:
+    cmd = [executable("flower-superlink"), *tls.superlink_args(), "--host", host, "--port", str(port),
+           "--disable-runtime-dependency-installation"]
+    svc = spawn("superlink", cmd, log, env=flower_env(flwr_home))
+    try:
+        wait_for_port(host, port, timeout, "flower-superlink", svc.popen)
+    except Exception:
+        svc.stop()
+        raise RuntimeError(f"the SuperLink did not start; its log ({log}):\n{svc.tail()}") from None
+    return svc
+
+
+def write_connection(flwr_home: Path, address: str, tls: TlsOptions = TlsOptions()) -> None:
+    """The `flwr` CLI's connection to our SuperLink, in FLWR_HOME/config.toml."""
+    conn: dict[str, Any] = {"address": address}
+    if tls.insecure:
+        conn["insecure"] = True
+    elif tls.ca_certfile:
+        conn["root-certificates"] = str(tls.ca_certfile)
+    flwr_home.mkdir(parents=True, exist_ok=True)
+    write_text_atomic(flwr_home / "config.toml",
+                      tomli_w.dumps({"superlink": {"default": CONNECTION, CONNECTION: conn}}))
+
+
+def write_flower_app(run_dir: Path, run_config: dict[str, Any]) -> Path:
+    """A minimal Flower app folder: pyproject only, components from the installed fedqsar packages."""
+    app = Path(run_dir) / APP_DIR
+    app.mkdir(parents=True, exist_ok=True)
+    doc = {
+        "build-system": {"requires": ["hatchling"], "build-backend": "hatchling.build"},
+        "project": {"name": "fedqsar-federation", "version": "1.0.0", "dependencies": []},
+        "tool": {"flwr": {"app": {
+            "publisher": "fedqsar",
+            "components": {"serverapp": "consortium.server_app:app", "clientapp": "partner_kit.client_app:app"},
+            "config": run_config,
+        }}},
+    }
+    write_text_atomic(app / "pyproject.toml", tomli_w.dumps(doc))
+    return app
+
+
+def _flwr(args: list[str], flwr_home: Path, timeout: float) -> dict[str, Any]:
+    proc = subprocess.run([executable("flwr"), *args, "--format", "json"], capture_output=True, text=True,
+                          env=flower_env(flwr_home), timeout=timeout)
+    try:
+        out = json.loads(proc.stdout)
+    except json.JSONDecodeError:
+        raise RuntimeError(f"`flwr {' '.join(args)}` failed ({proc.returncode}): {proc.stdout}{proc.stderr}") from None
+    if not out.get("success", False):
+        raise RuntimeError(f"`flwr {' '.join(args)}` failed: {out.get('error-message', out)}")
+    return out
+
+
+def submit_run(app_dir: Path, flwr_home: Path, timeout: float = 120.0) -> int:
+    out = _flwr(["run", str(app_dir), CONNECTION], flwr_home, timeout)
+    return int(out["run-id"])
+
+
+def run_info(flwr_home: Path, run_id: int, timeout: float = 60.0) -> dict[str, Any]:
+    out = _flwr(["ls", CONNECTION, "--run-id", str(run_id)], flwr_home, timeout)
+    runs = out.get("runs", [])
+    return runs[0] if runs else {}
+
+
+def read_status(run_dir: Path) -> dict[str, Any]:
+    path = Path(run_dir) / STATUS_NAME
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def wait_for_run(flwr_home: Path, run_id: int, run_dir: Path, timeout: float,
+                 on_status: Callable[[dict[str, Any]], None] | None = None, poll: float = 1.0) -> dict[str, Any]:
+    """Block until the Flower run finishes; returns `flwr ls` info plus our status.json."""
+    deadline = time.monotonic() + timeout
+    last: dict[str, Any] = {}
+    while time.monotonic() < deadline:
+        status = read_status(run_dir)
+        if on_status is not None and status != last:
+            on_status(status)
+            last = status
+        info = run_info(flwr_home, run_id)
+        if str(info.get("status", "")).startswith("finished"):
+            return {"flower": info, "status": read_status(run_dir)}
+        time.sleep(poll)
+    raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s; last status: {last}")
+
+
+@dataclass
+class Consortium:
+    """A running consortium node: SuperLink + the connection the `flwr` CLI uses."""
+
+    superlink: Service
+    address: str
+    flwr_home: Path
+
+    def stop(self) -> None:
+        self.superlink.stop()
+
+
+def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
+                     flwr_home: Path | None = None, tls: TlsOptions = TlsOptions()) -> Consortium:
+    run_dir = Path(run_dir).resolve()
+    flwr_home = Path(flwr_home or run_dir / "flwr-home").resolve()
+    port = port or free_port()
+    superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
+    write_connection(flwr_home, f"{host}:{port}", tls)
+    return Consortium(superlink, f"{host}:{port}", flwr_home)
+
+
+def run_deployed(consortium: Consortium, plan_path: Path, run_dir: Path, *, rounds: int = 0, resume: bool = False,
+                 timeout: float = 3600.0, on_status: Callable[[dict[str, Any]], None] | None = None
+                 ) -> dict[str, Any]:
+    """Submit the federation to a started consortium node and wait for it; raises if the run failed."""
+    run_dir = Path(run_dir).resolve()
+    app = write_flower_app(run_dir, {"plan": str(Path(plan_path).resolve()), "run-dir": str(run_dir),
+                                     "rounds": int(rounds), "resume": bool(resume)})
+    run_id = submit_run(app, consortium.flwr_home)
+    result = wait_for_run(consortium.flwr_home, run_id, run_dir, timeout, on_status)
+    result["run_id"] = run_id
+    flower_status = str(result["flower"].get("status"))
+    if flower_status != "finished:completed" or result["status"].get("state") != "finished":
+        raise RuntimeError(f"run {run_id} ended as {flower_status}, state {result['status'].get('state')}: "
+                           f"{result['status'].get('error', '')} (SuperLink log: {consortium.superlink.log})")
+    return result

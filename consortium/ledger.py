@@ -1,0 +1,114 @@
+"""The round ledger (`ledger.jsonl`): an append-only, hash-chained audit trail of the federation.
+
+One JSON line per aggregated round: round, time, the Flower node ids that took part, their example counts
+and losses, the SHA-256 of the aggregated trunk (as checkpointed), and the SHA-256 of the previous line's
+exact bytes. Editing, dropping or reordering any line breaks the chain at the next line, so `verify` finds it;
+a partner holding a copy of the last line's hash can check the whole history.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from data_prep.errors import InputError
+
+GENESIS = "0" * 64
+LEDGER_NAME = "ledger.jsonl"
+
+
+class LedgerError(InputError):
+    """The ledger's chain is broken or a line is malformed: the message names the line."""
+
+
+@dataclass(frozen=True)
+class LedgerEntry:
+    round: int
+    time: str
+    plan_hash: str
+    node_ids: list[int]
+    examples: list[int]
+    losses: list[float]
+    trunk_sha256: str
+    prev_sha256: str
+
+    def to_line(self) -> bytes:
+        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":")).encode()
+
+
+def line_sha256(line: bytes) -> str:
+    return hashlib.sha256(line.rstrip(b"\n")).hexdigest()
+
+
+class Ledger:
+    """Appends chained lines to `path`; each append is flushed and fsynced before the round counts."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+
+    def entries(self) -> list[LedgerEntry]:
+        return verify(self.path) if self.path.exists() else []
+
+    def last_round(self) -> int:
+        entries = self.entries()
+        return entries[-1].round if entries else 0
+
+    def append(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
+               losses: list[float], trunk_sha256: str) -> LedgerEntry:
+        entries = self.entries()  # verifies the chain before extending it
+        if entries and round != entries[-1].round + 1:
+            raise LedgerError(f"{self.path}: round {round} does not follow the last recorded round "
+                              f"{entries[-1].round}")
+        prev = line_sha256(_lines(self.path)[-1]) if entries else GENESIS
+        entry = LedgerEntry(
+            round=int(round), time=datetime.now(UTC).isoformat(timespec="seconds"), plan_hash=plan_hash,
+            node_ids=[int(n) for n in node_ids], examples=[int(e) for e in examples],
+            losses=[float(x) for x in losses], trunk_sha256=trunk_sha256, prev_sha256=prev,
+        )
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with open(self.path, "ab") as fh:
+            fh.write(entry.to_line() + b"\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        return entry
+
+
+def _lines(path: Path) -> list[bytes]:
+    return [line for line in path.read_bytes().split(b"\n") if line.strip()]
+
+
+def verify(path: str | Path) -> list[LedgerEntry]:
+    """Check every line parses, rounds count up by one and each line chains to the previous one.
+
+    Returns the entries; raises LedgerError naming the first line that fails.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise LedgerError(f"ledger {path} not found")
+    prev = GENESIS
+    entries: list[LedgerEntry] = []
+    for i, line in enumerate(_lines(path), start=1):
+        try:
+            raw: dict[str, Any] = json.loads(line)
+            entry = LedgerEntry(**raw)
+        except (ValueError, TypeError) as exc:
+            raise LedgerError(f"{path} line {i}: not a ledger entry ({exc})") from None
+        if entry.prev_sha256 != prev:
+            raise LedgerError(
+                f"{path} line {i} (round {entry.round}): previous-line hash does not match; "
+                f"line {i - 1 if i > 1 else 'genesis'} was edited, removed or reordered"
+            )
+        if entry.to_line() != line.rstrip(b"\r"):
+            # Same content, other formatting: still an edit of the recorded bytes.
+            raise LedgerError(f"{path} line {i} (round {entry.round}): line was rewritten")
+        expected_round = entries[-1].round + 1 if entries else entry.round
+        if entry.round != expected_round:
+            raise LedgerError(f"{path} line {i}: round {entry.round} where {expected_round} was expected")
+        entries.append(entry)
+        prev = line_sha256(line)
+    return entries

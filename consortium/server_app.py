@@ -1,0 +1,253 @@
+"""The consortium's Flower ServerApp: one code path for plain and SecAgg+ rounds, deployed or embedded.
+
+Flower 1.42 drives SecAgg+ only through its legacy path, so both settings run the legacy `DefaultWorkflow`
+with a `LegacyContext` holding `TrunkFedAvg`; with secure aggregation on, the fit step is Flower's
+`SecAggPlusWorkflow`. The grid is wrapped so every reply is checked before any workflow reads it. After
+each round the aggregated trunk is checkpointed, a ledger line appended and `status.json` rewritten.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from flwr.app import Context, Message, RecordDict
+from flwr.common import GetPropertiesIns
+from flwr.common.constant import MessageTypeLegacy
+from flwr.compat.common.recorddict_compat import getpropertiesins_to_recorddict
+from flwr.server import LegacyContext, ServerConfig
+from flwr.server.workflow import DefaultWorkflow, SecAggPlusWorkflow
+from flwr.server.workflow.default_workflows import default_fit_workflow
+from flwr.serverapp import Grid, ServerApp
+from flwr.supercore.run import Run
+
+from consortium.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from consortium.ledger import LEDGER_NAME, Ledger
+from consortium.plan import Plan
+from consortium.strategy import RoundFailed, RoundResult, TrunkFedAvg, refuse_invalid
+from consortium.trunk import initial_trunk, trunk_sha256
+from data_prep.atomic import write_text_atomic
+from data_prep.errors import InputError
+
+log = logging.getLogger("consortium")
+STATUS_NAME = "status.json"
+DEFAULT_SECAGG_MAX_WEIGHT = 1_000_000.0
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    """What one server run needs besides the grid: where to write, how many rounds, whether to resume."""
+
+    plan: Plan
+    run_dir: Path
+    rounds: int
+    resume: bool = False
+    secagg_max_weight: float = DEFAULT_SECAGG_MAX_WEIGHT
+    mode: str = "deployed"
+    on_status: Callable[[dict[str, Any]], None] | None = None
+
+
+def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
+    """(first round to run, trunk to start from): round 1 and the plan's initial trunk, or the ledger's last
+    round + 1 and its checkpoint, after checking the checkpoint is the trunk the ledger recorded."""
+    plan, run_dir = settings.plan, settings.run_dir
+    entries = Ledger(run_dir / LEDGER_NAME).entries()
+    if entries and not settings.resume:
+        raise InputError(f"{run_dir} already holds a run ({entries[-1].round} rounds in {LEDGER_NAME}); "
+                         "pass --resume to continue it or choose a new output directory")
+    if entries and entries[-1].plan_hash != plan.hash:
+        raise InputError(f"{run_dir} was run under another plan (hash {entries[-1].plan_hash[:12]}…); "
+                         "resume with the run's own plan")
+    if not entries:
+        return 1, initial_trunk(plan, plan.training.seed)
+    last = entries[-1]
+    trunk = load_checkpoint(checkpoint_path(run_dir, last.round), plan)
+    if trunk_sha256(trunk) != last.trunk_sha256:
+        raise InputError(f"checkpoint of round {last.round} does not match the ledger's trunk hash; "
+                         "it was changed after the round was recorded")
+    if last.round >= settings.rounds:
+        raise InputError(f"{run_dir} already completed {last.round} rounds; pass a larger --rounds to go on")
+    return last.round + 1, trunk
+
+
+class RunRecorder:
+    """Checkpoint + ledger line + status after each round; status also while waiting and at the end."""
+
+    def __init__(self, settings: RunSettings, first_round: int) -> None:
+        self.s = settings
+        self.ledger = Ledger(settings.run_dir / LEDGER_NAME)
+        self.status: dict[str, Any] = {
+            "state": "starting", "mode": settings.mode, "plan_hash": settings.plan.hash,
+            "rounds": settings.rounds, "round": first_round - 1, "first_round": first_round,
+            "secure_aggregation": settings.plan.federation.secure_aggregation,
+            "nodes": [], "round_seconds": [], "last_loss": None, "final_loss": None, "refused": [], "failures": [],
+            "started": _now(),
+        }
+        self._t = time.perf_counter()
+        self.write()
+
+    def write(self, **changes: Any) -> None:
+        self.status.update(changes, updated=_now())
+        write_text_atomic(self.s.run_dir / STATUS_NAME, json.dumps(self.status, indent=2) + "\n")
+        if self.s.on_status is not None:
+            self.s.on_status(dict(self.status))
+
+    def nodes_seen(self, node_ids: Iterable[int]) -> None:
+        ids = sorted(int(n) for n in node_ids)
+        if ids != self.status["nodes"]:
+            self.write(nodes=ids)
+
+    def on_refused(self, node_id: int, reason: str) -> None:
+        log.warning("refused reply from node %s: %s", node_id, reason)
+        self.write(refused=[*self.status["refused"], f"node {node_id}: {reason}"])
+
+    def on_round(self, result: RoundResult) -> None:
+        save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan)
+        self.ledger.append(
+            round=result.round, plan_hash=self.s.plan.hash, node_ids=[u.node_id for u in result.updates],
+            examples=[u.examples for u in result.updates], losses=[u.loss for u in result.updates],
+            trunk_sha256=trunk_sha256(result.trunk),
+        )
+        now = time.perf_counter()
+        total = sum(u.examples for u in result.updates)
+        loss = sum(u.examples * u.loss for u in result.updates) / total
+        self.write(state="running", round=result.round, last_loss=loss,
+                   round_seconds=[*self.status["round_seconds"], round(now - self._t, 3)],
+                   refused=[*self.status["refused"], *result.refused],
+                   failures=[*self.status["failures"], *result.failures])
+        self._t = now
+        log.info("round %d/%d aggregated: %d partners, loss %.4f", result.round, self.s.rounds,
+                 len(result.updates), loss)
+
+    def on_final(self, loss: float | None, n: int) -> None:
+        self.write(final_loss=loss, final_partners=n)
+
+
+class GuardedGrid(Grid):
+    """Delegates to a real grid; checks every reply (`check_reply`) and notes which nodes are connected."""
+
+    def __init__(self, inner: Grid, plan: Plan, recorder: RunRecorder) -> None:
+        self.inner, self.plan, self.recorder = inner, plan, recorder
+
+    def set_run(self, run: Run) -> None:
+        self.inner.set_run(run)
+
+    @property
+    def run(self) -> Run:
+        return self.inner.run
+
+    def create_message(self, content: RecordDict, message_type: str, dst_node_id: int, group_id: str,
+                       ttl: float | None = None) -> Message:
+        return Message(content, dst_node_id, message_type, ttl=ttl, group_id=group_id)
+
+    def get_node_ids(self) -> Iterable[int]:
+        ids = list(self.inner.get_node_ids())
+        self.recorder.nodes_seen(ids)
+        return ids
+
+    def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
+        return self.inner.push_messages(messages)
+
+    def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
+        return refuse_invalid(self.inner.pull_messages(message_ids), self.plan, self.recorder.on_refused)
+
+    def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
+        replies = self.inner.send_and_receive(messages, timeout=timeout)
+        return refuse_invalid(replies, self.plan, self.recorder.on_refused)
+
+
+def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str, Any]:
+    """Run (or resume) the federation on `grid` until `settings.rounds`; returns the final status."""
+    plan = settings.plan
+    settings.run_dir.mkdir(parents=True, exist_ok=True)
+    first_round, trunk = start_point(settings)
+    if first_round == 1:
+        save_checkpoint(settings.run_dir, 0, trunk, plan)
+    plan.save(settings.run_dir / "plan.toml")
+    recorder = RunRecorder(settings, first_round)
+    inner_fit: Any = default_fit_workflow
+    if plan.federation.secure_aggregation:
+        secagg = SecAggPlusWorkflow(
+            num_shares=1.0, reconstruction_threshold=0.5, max_weight=settings.secagg_max_weight,
+            clipping_range=plan.federation.secagg_clipping_range,
+            quantization_range=plan.federation.secagg_quantization_range,
+        )
+        inner_fit = secagg
+
+    def fit_workflow(grid: Grid, ctx: Context) -> None:
+        # Flower skips a round quietly when no partner is sampled or SecAgg+ halts; a consortium must not.
+        before = recorder.status["round"]
+        if plan.federation.secure_aggregation and before == first_round - 1:
+            # SecAgg+ quantizes example-weighted trunks against max_weight: ask the (public) example
+            # counts first, so the first round is as precise as the later ones.
+            n = plan.federation.min_partners
+            legacy.client_manager.sample(num_clients=n, min_num_clients=n)  # waits for (and registers) nodes
+            counts = probe_examples(grid, [int(n) for n in legacy.client_manager.all()], plan)
+            if counts:
+                secagg.max_weight = float(max(counts.values()))
+        inner_fit(grid, ctx)
+        if recorder.status["round"] == before:
+            raise RoundFailed(f"round {before + 1} was not aggregated (too few partners answered, or secure "
+                              "aggregation halted); see the partner logs, then resume with --resume")
+
+    def on_round(result: RoundResult) -> None:
+        recorder.on_round(result)
+        if plan.federation.secure_aggregation:
+            # Weights are public (example counts): fit max_weight to them for the finest quantization.
+            secagg.max_weight = float(max(u.examples for u in result.updates))
+
+    strategy = TrunkFedAvg(plan, trunk, total_rounds=settings.rounds, first_round=first_round,
+                           on_round=on_round, on_final=recorder.on_final)
+    legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.rounds - first_round + 1),
+                           strategy=strategy)
+    recorder.write(state="waiting for partners")
+    try:
+        DefaultWorkflow(fit_workflow=fit_workflow)(GuardedGrid(grid, plan, recorder), legacy)
+    except Exception as exc:
+        recorder.write(state="failed", error=str(exc))
+        raise
+    recorder.write(state="finished")
+    return recorder.status
+
+
+def probe_examples(grid: Grid, node_ids: list[int], plan: Plan) -> dict[int, int]:
+    """Each partner's training example count (a legacy get_properties message; replies are checked)."""
+    content = {"plan_hash": plan.hash}
+    msgs = [Message(getpropertiesins_to_recorddict(GetPropertiesIns(dict(content))), n,
+                    MessageTypeLegacy.GET_PROPERTIES, group_id="0") for n in node_ids]
+    counts = {}
+    for reply in grid.send_and_receive(msgs):
+        if reply.has_content():
+            props = reply.content.config_records["getpropertiesres.properties"]
+            counts[reply.metadata.src_node_id] = int(props["num_examples"])
+    return counts
+
+
+def settings_from_run_config(run_config: dict[str, Any]) -> RunSettings:
+    plan = Plan.load(str(run_config["plan"]))
+    rounds = int(run_config.get("rounds", 0)) or plan.federation.rounds
+    return RunSettings(plan=plan, run_dir=Path(str(run_config["run-dir"])), rounds=rounds,
+                       resume=bool(run_config.get("resume", False)),
+                       secagg_max_weight=float(run_config.get("secagg-max-weight", DEFAULT_SECAGG_MAX_WEIGHT)))
+
+
+def _now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+#: The deployed ServerApp (`consortium/flower_app/pyproject.toml` points here); run config keys:
+#: plan, run-dir, rounds (0 = the plan's), resume, secagg-max-weight.
+app = ServerApp()
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    logging.basicConfig(level=logging.INFO)
+    run_server(grid, context, settings_from_run_config(dict(context.run_config)))

@@ -1,0 +1,303 @@
+"""Trunk-only FedAvg: what the consortium accepts from a partner, and how it averages.
+
+One strategy serves both settings. Plain: each partner's reply carries its trunk arrays, the server checks
+them and averages weighted by training examples (float64, then float32). SecAgg+: Flower's
+`SecAggPlusWorkflow` hands every result the same already-summed trunk; the strategy checks its shape and
+uses it as is. Either way the reply messages themselves are checked first (`check_reply`): anything but the
+trunk (or its masked shares), the example count and a loss is refused, so a head array or an extra key never
+reaches aggregation.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+
+import numpy as np
+from flwr.app import Message, RecordDict
+from flwr.common import (
+    EvaluateIns,
+    EvaluateRes,
+    FitIns,
+    FitRes,
+    Parameters,
+    Scalar,
+    ndarrays_to_parameters,
+    parameters_to_ndarrays,
+)
+from flwr.server.client_manager import ClientManager
+from flwr.server.client_proxy import ClientProxy
+from flwr.server.strategy import FedAvg
+
+from consortium.plan import Plan, trunk_shapes
+from consortium.trunk import WIRE_DTYPES, to_dict, to_list
+
+log = logging.getLogger("consortium")
+
+#: The only scalar a partner may report besides its example count.
+ALLOWED_METRICS = frozenset({"loss"})
+SECAGG_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants.RECORD_KEY_CONFIGS
+
+
+class ReplyRefused(ValueError):
+    """A partner reply carried something other than what may cross the network."""
+
+
+@dataclass(frozen=True)
+class PartnerUpdate:
+    """One partner's contribution to a round, as the server may know it."""
+
+    node_id: int
+    examples: int
+    loss: float
+    arrays: list[np.ndarray] | None  # None under SecAgg+: the server never sees one partner's trunk
+
+
+@dataclass
+class RoundResult:
+    round: int
+    trunk: dict[str, np.ndarray]
+    updates: list[PartnerUpdate]
+    refused: list[str] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+
+class RoundFailed(RuntimeError):
+    """Fewer valid replies than the plan's `min_partners`: the round is not aggregated."""
+
+
+def round_seed(plan_seed: int, round: int) -> int:
+    """The seed every partner uses for round `round`: a function of the plan seed and the round only."""
+    digest = hashlib.sha256(f"fedqsar-round:{int(plan_seed)}:{int(round)}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list[np.ndarray]:
+    """Example-weighted mean per array, accumulated in float64 and returned as float32.
+
+    Inputs are sorted by (weight, content hash) first, so the result does not depend on reply order
+    (or on Flower's random node ids) down to the last bit.
+    """
+    if not arrays:
+        raise ValueError("nothing to average")
+    if any(w <= 0 for w in weights):
+        raise ValueError(f"example counts must be positive, got {weights}")
+    keyed = sorted(zip(weights, arrays, strict=True),
+                   key=lambda wa: (wa[0], hashlib.sha256(b"".join(a.tobytes() for a in wa[1])).hexdigest()))
+    total = float(sum(weights))
+    out = []
+    for i in range(len(arrays[0])):
+        acc = np.zeros(arrays[0][i].shape, dtype=np.float64)
+        for w, arrs in keyed:
+            acc += (w / total) * arrs[i].astype(np.float64)
+        out.append(acc.astype(np.float32))
+    return out
+
+
+def check_trunk(arrays: list[np.ndarray], plan: Plan, dtypes: Iterable[np.dtype] | None = None) -> None:
+    """Refuse anything but the plan's trunk arrays (count, order, shapes, dtype, finite values)."""
+    shapes = list(trunk_shapes(plan).items())
+    allowed = set(dtypes) if dtypes is not None else {WIRE_DTYPES[plan.federation.fp16_wire]}
+    if len(arrays) != len(shapes):
+        raise ReplyRefused(f"{len(arrays)} arrays where the trunk has {len(shapes)} "
+                           f"({', '.join(n for n, _ in shapes)}); heads or extra arrays never leave a partner")
+    for arr, (name, shape) in zip(arrays, shapes, strict=True):
+        if tuple(arr.shape) != tuple(shape):
+            raise ReplyRefused(f"array for {name} has shape {tuple(arr.shape)}, the plan says {shape}")
+        if arr.dtype not in allowed:
+            raise ReplyRefused(f"array for {name} is {arr.dtype}, expected {sorted(map(str, allowed))}")
+        if not np.isfinite(arr).all():
+            raise ReplyRefused(f"array for {name} holds NaN or infinite values")
+
+
+def _decode(blobs: list[bytes]) -> list[np.ndarray]:
+    from flwr.common import bytes_to_ndarray  # np.load(allow_pickle=False) under the hood
+
+    try:
+        return [bytes_to_ndarray(b) for b in blobs]
+    except ValueError as exc:
+        raise ReplyRefused(f"an array could not be read as a plain numpy array ({exc})") from None
+
+
+def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
+    """Refuse a reply whose records are anything but trunk (or masked shares) + example count + loss."""
+    arrays = dict(content.array_records)
+    metrics = dict(content.metric_records)
+    configs = dict(content.config_records)
+    secagg = plan.federation.secure_aggregation
+    if message_type == "get_properties":  # the SecAgg+ example-count probe: one count, nothing else
+        if arrays or metrics or set(configs) != {"getpropertiesres.properties", "getpropertiesres.status"}:
+            raise ReplyRefused(f"properties reply carries records {sorted([*arrays, *metrics, *configs])}")
+        if set(configs["getpropertiesres.properties"]) != {"num_examples"}:
+            raise ReplyRefused(f"properties reply reports {sorted(configs['getpropertiesres.properties'])}; "
+                               "only num_examples may leave a partner")
+        return
+    prefix = "evaluateres" if message_type.startswith("evaluate") else "fitres"
+    is_result = f"{prefix}.num_examples" in metrics
+    expect_configs = {SECAGG_CONFIGS} if secagg and prefix == "fitres" else set()
+    if is_result:
+        expect_configs |= {f"{prefix}.metrics", f"{prefix}.status"}
+        expect_metrics = {f"{prefix}.num_examples"} | ({f"{prefix}.loss"} if prefix == "evaluateres" else set())
+        expect_arrays = {"fitres.parameters"} if prefix == "fitres" else set()
+    else:  # a SecAgg+ protocol step (keys, shares): only the protocol's own config record
+        if not secagg:
+            raise ReplyRefused("reply carries no example count")
+        expect_metrics, expect_arrays = set(), set()
+    for kind, got, want in (("array", arrays, expect_arrays), ("metric", metrics, expect_metrics),
+                            ("config", configs, expect_configs)):
+        if set(got) != want:
+            extra, missing = sorted(set(got) - want), sorted(want - set(got))
+            raise ReplyRefused(f"unexpected {kind} records {extra}" if extra else f"missing {kind} records {missing}")
+    if not is_result:
+        return
+    if set(metrics[f"{prefix}.num_examples"]) != {"num_examples"}:
+        raise ReplyRefused("example-count record holds other keys")
+    reported = set(configs[f"{prefix}.metrics"])
+    if not reported <= ALLOWED_METRICS:
+        raise ReplyRefused(f"reply reports {sorted(reported - ALLOWED_METRICS)}; only {sorted(ALLOWED_METRICS)} "
+                           "may leave a partner (per-task metrics stay local)")
+    if prefix == "evaluateres":
+        return
+    record = arrays["fitres.parameters"]
+    if secagg:
+        if len(record) != 0:
+            raise ReplyRefused("plain trunk arrays in a secure-aggregation round")
+        masked = _decode(list(configs[SECAGG_CONFIGS].get("masked_params", [])))
+        if masked:  # stage 2: [weight factor] + the masked trunk
+            check_trunk(masked[1:], plan, dtypes={a.dtype for a in masked[1:]})
+            if tuple(masked[0].shape) != (1,):
+                raise ReplyRefused("masked vector does not start with the weight factor")
+        return
+    check_trunk(_decode([record[k].data for k in record]), plan)
+
+
+def refuse_invalid(messages: Iterable[Message], plan: Plan,
+                   on_refused: Callable[[int, str], None]) -> list[Message]:
+    """Replace each reply that fails `check_reply` by an error reply, so the workflow counts it as failed."""
+    from flwr.app import Error
+
+    out = []
+    for msg in messages:
+        if msg.has_content():
+            try:
+                check_reply(msg.content, plan, msg.metadata.message_type)
+            except ReplyRefused as exc:
+                node = msg.metadata.src_node_id
+                on_refused(node, str(exc))
+                msg = Message(metadata=msg.metadata, error=Error(code=0, reason=f"refused by consortium: {exc}"))
+        out.append(msg)
+    return out
+
+
+class TrunkFedAvg(FedAvg):
+    """Legacy FedAvg subclass: trunk-only, example-weighted, checked, with per-round callbacks.
+
+    `first_round` lets a resumed run number its rounds on from the checkpoint (Flower counts from 1).
+    `on_round(result)` runs after each aggregation (checkpoint, ledger, status).
+    """
+
+    def __init__(self, plan: Plan, initial_trunk: dict[str, np.ndarray], *, total_rounds: int,
+                 first_round: int = 1, on_round: Callable[[RoundResult], None] | None = None,
+                 on_final: Callable[[float | None, int], None] | None = None) -> None:
+        n = plan.federation.min_partners
+        super().__init__(
+            fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
+            min_available_clients=n, accept_failures=True,
+            initial_parameters=ndarrays_to_parameters(to_list(plan, initial_trunk)),
+        )
+        self.plan = plan
+        self.total_rounds = int(total_rounds)
+        self.offset = int(first_round) - 1
+        self.on_round = on_round
+        self.on_final = on_final
+        self.refused: list[str] = []
+        self.max_examples = 0
+
+    def __repr__(self) -> str:
+        return f"TrunkFedAvg(plan={self.plan.hash[:12]}, rounds={self.total_rounds})"
+
+    def round_config(self, rnd: int, final: bool = False) -> dict[str, Scalar]:
+        return {"plan_hash": self.plan.hash, "round": rnd, "rounds": self.total_rounds,
+                "seed": round_seed(self.plan.training.seed, rnd), "final": final}
+
+    def configure_fit(self, server_round: int, parameters: Parameters,
+                      client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
+        rnd = server_round + self.offset
+        parameters = ndarrays_to_parameters(
+            [a.astype(WIRE_DTYPES[self.plan.federation.fp16_wire]) for a in parameters_to_ndarrays(parameters)]
+        )
+        fit_ins = FitIns(parameters, self.round_config(rnd))
+        clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_fit_clients),
+                                        min_num_clients=self.min_available_clients)
+        return [(c, fit_ins) for c in clients]
+
+    def configure_evaluate(self, server_round: int, parameters: Parameters,
+                           client_manager: ClientManager) -> list[tuple[ClientProxy, EvaluateIns]]:
+        # One evaluate message, after the last round: partners keep their pick and evaluate locally.
+        rnd = server_round + self.offset
+        if rnd != self.total_rounds:
+            return []
+        ins = EvaluateIns(parameters, self.round_config(rnd, final=True))
+        clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_evaluate_clients),
+                                        min_num_clients=self.min_available_clients)
+        return [(c, ins) for c in clients]
+
+    def aggregate_fit(self, server_round: int, results: list[tuple[ClientProxy, FitRes]],
+                      failures: list[tuple[ClientProxy, FitRes] | BaseException]
+                      ) -> tuple[Parameters | None, dict[str, Scalar]]:
+        rnd = server_round + self.offset
+        updates: list[PartnerUpdate] = []
+        # Replies already refused at the message level arrive here as failures; count them once.
+        failed = [f"round {rnd}: {f}" for f in failures if "refused by consortium" not in str(f)]
+        refused: list[str] = []
+        secagg = self.plan.federation.secure_aggregation
+        for proxy, res in results:
+            try:
+                if set(res.metrics) - ALLOWED_METRICS:
+                    raise ReplyRefused(f"reports {sorted(set(res.metrics) - ALLOWED_METRICS)}")
+                if int(res.num_examples) <= 0:
+                    raise ReplyRefused("reports no training examples")
+                arrays = None
+                if not secagg:
+                    arrays = parameters_to_ndarrays(res.parameters)
+                    check_trunk(arrays, self.plan)
+                updates.append(PartnerUpdate(int(proxy.node_id), int(res.num_examples),
+                                             float(res.metrics.get("loss", float("nan"))), arrays))
+            except ReplyRefused as exc:
+                refused.append(f"round {rnd}: node {proxy.node_id}: {exc}")
+        self.refused.extend(refused)
+        for r in refused:
+            log.warning("refused %s", r)
+        for f in failed:
+            log.warning("partner failure %s", f)
+        if len(updates) < self.min_fit_clients:
+            problems = [*(f"round {rnd}: {f}" for f in failures), *refused]
+            why = f"; {'; '.join(map(str, problems))}" if problems else ""
+            raise RoundFailed(f"round {rnd}: {len(updates)} valid replies, the plan needs {self.min_fit_clients}{why}")
+        if secagg:
+            # Every result carries the same securely summed and weighted trunk.
+            summed = parameters_to_ndarrays(results[0][1].parameters)
+            check_trunk(summed, self.plan, dtypes={a.dtype for a in summed})
+            averaged = [a.astype(np.float32) for a in summed]
+        else:
+            averaged = weighted_average([u.arrays for u in updates], [u.examples for u in updates])  # type: ignore[misc]
+        self.max_examples = max([self.max_examples] + [u.examples for u in updates])
+        updates.sort(key=lambda u: u.node_id)
+        if self.on_round is not None:
+            self.on_round(RoundResult(rnd, to_dict(self.plan, averaged), updates, refused, failed))
+        total = sum(u.examples for u in updates)
+        loss = sum(u.examples * u.loss for u in updates) / total
+        return ndarrays_to_parameters(averaged), {"loss": float(loss), "partners": len(updates)}
+
+    def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
+                           failures: list[tuple[ClientProxy, EvaluateRes] | BaseException]
+                           ) -> tuple[float | None, dict[str, Scalar]]:
+        loss = None
+        if results:
+            total = sum(r.num_examples for _, r in results) or 1
+            loss = float(sum(r.num_examples * r.loss for _, r in results) / total)
+        if self.on_final is not None:
+            self.on_final(loss, len(results))
+        return loss, {}

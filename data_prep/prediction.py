@@ -1,0 +1,76 @@
+"""`data-prep prepare-smiles`: SMILES for prediction -> keyed fingerprint rows, every input kept in place.
+
+Uses the same standardization and keyed fingerprint as `prepare`, so a model trained on prepared data
+reads these rows directly. A molecule that fails keeps an empty row and an error; no row depends on the
+other molecules of the batch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import scipy.sparse as sp
+
+from data_prep.atomic import write_atomic
+from data_prep.errors import InputError
+from data_prep.fingerprint import keyed_csr
+from data_prep.parallel import compute_records
+from data_prep.prepare import resolve_config, resolve_key
+
+
+def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
+    """A table with a `smiles` column (and `id` when asked) from CSV/CSV.gz/Parquet or a .smi/.txt list."""
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"input file {path} not found")
+    try:
+        if path.suffix in (".smi", ".txt"):
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+            frame = pd.DataFrame({smiles_col: [line.split()[0] if line else "" for line in lines]})
+            frame = frame[[bool(line) for line in lines]].reset_index(drop=True)
+        elif path.name.endswith(".parquet"):
+            frame = pd.read_parquet(path)
+        else:
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+    except pd.errors.EmptyDataError:
+        raise InputError(f"{path.name} is empty; expected a header with a {smiles_col!r} column") from None
+    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
+        raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+    for col, option in ((smiles_col, "--smiles-col"), (id_col, "--id-col")):
+        if col is not None and col not in frame.columns:
+            raise InputError(f"{path.name}: no column {col!r} ({option}); columns are "
+                             f"{', '.join(map(str, frame.columns))}")
+    out = pd.DataFrame({"smiles": frame[smiles_col].astype(object).where(frame[smiles_col].notna(), "")
+                        .astype(str).to_numpy()})
+    if id_col is not None:
+        out.insert(0, "id", frame[id_col].astype(str).to_numpy())
+    return out
+
+
+def write_prediction_rows(
+    plan: Any, key: str | Path | bytes, input_file: str | Path, out_dir: str | Path, *,
+    smiles_col: str = "smiles", id_col: str | None = None, n_jobs: int | None = 1,
+) -> dict[str, int]:
+    """Write x.npz (CSR float32, one row per input) and molecules.parquet (row, [id,] smiles,
+    standardized_smiles, error)."""
+    config = resolve_config(plan)
+    key = resolve_key(key)
+    table = read_smiles_table(input_file, smiles_col, id_col)
+    records = compute_records(table["smiles"].tolist(), config, n_jobs=n_jobs, cache_dir=False, progress=True)
+    x = keyed_csr([r.indices() for r in records], [r.counts() for r in records], config.fingerprint, key)
+    table.insert(0, "row", np.arange(len(table), dtype=np.int64))
+    table["standardized_smiles"] = [r.smiles for r in records]
+    table["error"] = [r.error for r in records]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+
+    def save_x(p: Path) -> None:
+        with open(p, "wb") as fh:
+            sp.save_npz(fh, x, compressed=True)
+
+    write_atomic(out / "x.npz", save_x)
+    write_atomic(out / "molecules.parquet", lambda p: table.to_parquet(p, index=False))
+    return {"rows": len(table), "failed": int(table["error"].notna().sum())}

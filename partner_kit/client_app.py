@@ -1,0 +1,65 @@
+"""The partner's Flower ClientApp: a NumPyClient around `FederatedPartner`, SecAgg+ when the plan says so.
+
+The SuperNode's `--node-config` names the plan, prepared directory and model directory (see
+`partner_kit.join`); the embedded simulation passes the same keys. The app object is built at import, before
+any plan is known, so the SecAgg+ mod is switched per message by the partner's own plan: a partner never
+sends a plain trunk when its plan asks for secure aggregation, and refuses a protocol its plan does not name.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from flwr.app import Context, Message
+from flwr.client import ClientApp, NumPyClient
+from flwr.client.mod import secaggplus_mod
+from flwr.clientapp.typing import ClientAppCallable
+from flwr.common import Scalar
+
+from partner_kit.federated import FederatedPartner, PartnerConfig, PlanMismatch, get_partner
+
+SECAGG_CONFIGS = "secaggplus_configs"
+
+
+class PartnerClient(NumPyClient):
+    """fit = one federated round; evaluate = the final message (selection, local model, local metrics)."""
+
+    def __init__(self, partner: FederatedPartner) -> None:
+        self.partner = partner
+
+    def get_parameters(self, config: dict[str, Scalar]) -> list[np.ndarray]:
+        raise PlanMismatch("the consortium sends the starting trunk; a partner never provides one")
+
+    def get_properties(self, config: dict[str, Scalar]) -> dict[str, Scalar]:
+        """Only the training example count (SecAgg+ scales its quantization to it)."""
+        return {"num_examples": self.partner.n_train(config)}
+
+    def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
+            ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
+        arrays, n_train, loss = self.partner.fit_round(parameters, config)
+        return arrays, n_train, {"loss": loss}
+
+    def evaluate(self, parameters: list[np.ndarray], config: dict[str, Scalar]
+                 ) -> tuple[float, int, dict[str, Scalar]]:
+        loss, n = self.partner.finish(parameters, config)
+        return float(loss), n, {}
+
+
+def client_fn(context: Context):  # -> flwr Client
+    return PartnerClient(get_partner(PartnerConfig.from_node_config(context.node_config))).to_client()
+
+
+def plan_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
+    """Route train messages through Flower's `secaggplus_mod` exactly when this partner's plan says so."""
+    partner = get_partner(PartnerConfig.from_node_config(ctxt.node_config))
+    wants = partner.plan.federation.secure_aggregation
+    carries = msg.has_content() and SECAGG_CONFIGS in msg.content.config_records
+    if msg.metadata.message_type.startswith("train") and carries != wants:
+        raise PlanMismatch(
+            "the consortium " + ("uses" if carries else "does not use") + " secure aggregation but your plan "
+            f"{partner.cfg.plan} says secure_aggregation = {str(wants).lower()}; get the consortium's plan.toml"
+        )
+    return secaggplus_mod(msg, ctxt, call_next) if wants else call_next(msg, ctxt)
+
+
+#: The deployed ClientApp (`consortium/flower_app/pyproject.toml` points here).
+app = ClientApp(client_fn=client_fn, mods=[plan_secagg_mod])

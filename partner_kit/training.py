@@ -1,0 +1,356 @@
+"""Local training of one partner's model: seeded mini-batch steps, evaluation, early stopping, private state.
+
+`LocalTrainer` is the unit the federated client drives (steps or epochs, get/set trunk, reset trunk moments,
+persist heads); `fit` is the single-partner baseline built on it (`partner-kit train`).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from consortium.plan import Plan
+from data_prep.atomic import write_text_atomic
+from data_prep.console import console
+from data_prep.errors import InputError
+from data_prep.prepared import PreparedData
+from partner_kit.batching import Batch, CsrBatcher, batch_size_for, epoch_batches, step_batches
+from partner_kit.losses import censored_mse, masked_bce
+from partner_kit.metrics import Evaluation, evaluate_predictions
+from partner_kit.model import MultitaskModel, build_model
+from partner_kit.sparse_input import LazyAdam
+from partner_kit.weights import (
+    HEADS_FILE,
+    HEADS_OPTIMIZER_FILE,
+    check_trunk_arrays,
+    load_heads,
+    load_tensors,
+    save_model,
+    save_tensors,
+)
+
+EVAL_BATCH_ROWS = 4096
+PRIVATE_STATE_JSON = "private_state.json"
+
+
+def _check_data(plan: Plan, data: PreparedData, source: str) -> None:
+    if data.n_features != plan.n_features:
+        raise InputError(f"{source} has fingerprint size {data.n_features} but the plan says "
+                         f"{plan.n_features}; prepare the data with this plan")
+    data_hash = data.manifest.get("plan_hash")
+    if data_hash and data_hash != plan.hash:
+        raise InputError(f"{source} was prepared with plan hash {data_hash[:16]}… but the plan's hash is "
+                         f"{plan.hash[:16]}…; prepare the data with this plan (or pass the plan it was made with)")
+    if len(data.tasks) == 0:
+        raise InputError(f"{source} has no tasks; check the task rules in the plan and rejected.parquet")
+
+
+def derive_seed(*parts: int) -> int:
+    """A well-mixed 63-bit seed from integers (base seed, epoch, round, ...)."""
+    return int(np.random.SeedSequence([int(p) for p in parts]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class LocalTrainer:
+    """Trains one partner's model on its prepared data; train rows are those outside the valid/test folds."""
+
+    def __init__(self, plan: Plan, data: PreparedData, *, valid_fold: int = 1, test_fold: int = 0,
+                 seed: int | None = None, freeze_trunk: bool = False, source: str = "prepared data") -> None:
+        _check_data(plan, data, source)
+        n_folds = plan.data.folds.n_folds
+        for name, fold in (("validation", valid_fold), ("test", test_fold)):
+            if not 0 <= fold < n_folds:
+                raise InputError(f"{name} fold {fold} is out of range; the plan has folds 0..{n_folds - 1}")
+        if valid_fold == test_fold:
+            raise InputError(f"validation and test fold are both {valid_fold}; choose two different folds")
+        self.plan, self.data = plan, data
+        self.valid_fold, self.test_fold = int(valid_fold), int(test_fold)
+        self.seed = int(plan.training.seed if seed is None else seed)
+        self.freeze_trunk = freeze_trunk
+        self.batcher = CsrBatcher(data)
+        tasks = data.tasks
+        self.class_tasks, self.regr_tasks = data.class_tasks, data.regr_tasks
+
+        folds = np.asarray(data.folds)
+        labelled = (np.diff(self.batcher.y_class.indptr) > 0) | (np.diff(self.batcher.y_regr.indptr) > 0)
+        self.train_rows = np.flatnonzero(labelled & (folds != self.valid_fold) & (folds != self.test_fold))
+        self.n_train = int(self.train_rows.size)
+        if self.n_train == 0:
+            raise InputError(f"{source}: no labelled rows outside folds {self.valid_fold} and {self.test_fold}")
+        t = plan.training
+        self.batch_size = batch_size_for(self.n_train, t.batch_fraction, t.min_batch_size, t.max_batch_size)
+
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            self.model: MultitaskModel = build_model(plan, tasks)
+        self._set_regression_scale()
+        self.class_weight = torch.tensor(self.class_tasks["training_weight"].to_numpy(np.float32))
+        self.regr_weight = torch.tensor(self.regr_tasks["training_weight"].to_numpy(np.float32))
+        self.censored_weight = torch.tensor(self.regr_tasks["censored_weight"].to_numpy(np.float32))
+        if freeze_trunk:
+            self.model.trunk.requires_grad_(False)
+        self.trunk_optimizers: list[torch.optim.Optimizer] = []
+        self.reset_trunk_optimizer()
+        self.head_optimizer = torch.optim.Adam(self.model.heads.parameters(), lr=t.learning_rate,
+                                               weight_decay=t.weight_decay)
+        self.steps_done = 0
+
+    # ---- setup ---------------------------------------------------------------------------------------------
+    def _set_regression_scale(self) -> None:
+        """Per-task mean/std of the training rows' uncensored values, so regression heads learn unit scale."""
+        n_regr = self.model.heads.n_regr
+        if not n_regr:
+            return
+        yr = self.batcher.y_regr[self.train_rows].tocsc()
+        cz = self.batcher.y_censor[self.train_rows].tocsc()
+        mean, std = np.zeros(n_regr, np.float32), np.ones(n_regr, np.float32)
+        for j in range(n_regr):
+            values = yr.data[yr.indptr[j]:yr.indptr[j + 1]]
+            rows = yr.indices[yr.indptr[j]:yr.indptr[j + 1]]
+            flags = cz[:, j].toarray().ravel()[rows] if cz.nnz else np.zeros(rows.size)
+            exact = values[flags == 0] if (flags == 0).any() else values
+            if exact.size:
+                mean[j] = exact.mean()
+                sd = exact.std()
+                std[j] = sd if sd > 1e-6 else 1.0
+        self.model.heads.regr_mean.copy_(torch.from_numpy(mean))
+        self.model.heads.regr_std.copy_(torch.from_numpy(std))
+
+    def reset_trunk_optimizer(self) -> None:
+        """Fresh trunk optimizer state (e.g. after a federated average replaced the trunk)."""
+        if self.freeze_trunk:
+            self.trunk_optimizers = []
+            return
+        t = self.plan.training
+        trunk = self.model.trunk
+        dense = [p for name, p in trunk.named_parameters() if name != "input.weight"]
+        self.trunk_optimizers = [
+            LazyAdam([trunk.input.weight], lr=t.learning_rate, weight_decay=t.weight_decay),
+            torch.optim.Adam(dense, lr=t.learning_rate, weight_decay=t.weight_decay),
+        ]
+
+    # ---- training ------------------------------------------------------------------------------------------
+    def loss(self, batch: Batch) -> torch.Tensor:
+        logits, regr = self.model(batch.x)
+        loss = masked_bce(logits, batch.y_class, batch.class_mask, self.class_weight)
+        if self.model.heads.n_regr:
+            heads = self.model.heads
+            loss = loss + censored_mse(regr, heads.standardize(batch.y_regr), batch.regr_mask, batch.censor,
+                                       self.regr_weight, self.censored_weight)
+        return loss
+
+    def _step(self, rows: np.ndarray) -> float:
+        batch = self.batcher.batch(rows)
+        optimizers = [*self.trunk_optimizers, self.head_optimizer]
+        for opt in optimizers:
+            opt.zero_grad(set_to_none=True)
+        loss = self.loss(batch)
+        loss.backward()
+        for opt in optimizers:
+            opt.step()
+        self.steps_done += 1
+        return float(loss.detach())
+
+    def _run(self, batches: Iterable[np.ndarray], seed: int) -> float:
+        self.model.train()
+        total, n = 0.0, 0
+        with torch.random.fork_rng():
+            torch.manual_seed(seed)
+            for rows in batches:
+                total += self._step(rows) * len(rows)
+                n += len(rows)
+        return total / max(n, 1)
+
+    def train_steps(self, n_steps: int, seed: int) -> float:
+        """`n_steps` optimizer steps on batches (and dropout) drawn from `seed`; returns the mean batch loss."""
+        rng = np.random.default_rng(seed)
+        return self._run(step_batches(self.train_rows, self.batch_size, n_steps, rng), seed)
+
+    def train_epoch(self, seed: int) -> float:
+        """One pass over the training rows shuffled by `seed`; returns the mean loss per row."""
+        rng = np.random.default_rng(seed)
+        return self._run(epoch_batches(self.train_rows, self.batch_size, rng), seed)
+
+    # ---- prediction and evaluation ---------------------------------------------------------------------------
+    @torch.no_grad()
+    def predict_rows(self, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(class probabilities, regression values) for the given rows, dropout off."""
+        return predict_rows(self.model, self.batcher, rows)
+
+    def fold_rows(self, fold: int) -> np.ndarray:
+        return np.flatnonzero(np.asarray(self.data.folds) == fold)
+
+    def evaluate(self, fold: int) -> Evaluation:
+        """Metrics of the current model on one fold (per task + aggregation-weighted)."""
+        return evaluate_rows(self.model, self.batcher, self.data, self.fold_rows(fold))
+
+    # ---- trunk exchange --------------------------------------------------------------------------------------
+    def get_trunk(self) -> dict[str, np.ndarray]:
+        return {k: v.detach().cpu().numpy().astype(np.float32, copy=True)
+                for k, v in self.model.trunk.state_dict().items()}
+
+    def set_trunk(self, arrays: dict[str, np.ndarray]) -> None:
+        check_trunk_arrays(arrays, self.plan)
+        with torch.no_grad():
+            for name, tensor in self.model.trunk.state_dict().items():
+                tensor.copy_(torch.as_tensor(np.asarray(arrays[name], dtype=np.float32)))
+
+    # ---- private state (heads never leave the partner) -----------------------------------------------------
+    def save_private_state(self, model_dir: Path) -> None:
+        """Heads + head optimizer moments (safetensors) and step count (json), each written atomically."""
+        model_dir = Path(model_dir)
+        model_dir.mkdir(parents=True, exist_ok=True)
+        save_tensors(model_dir / HEADS_FILE, self.model.heads.state_dict(), {"plan_hash": self.plan.hash})
+        tensors, groups = _optimizer_tensors(self.head_optimizer)
+        save_tensors(model_dir / HEADS_OPTIMIZER_FILE, tensors)
+        write_text_atomic(model_dir / PRIVATE_STATE_JSON, json.dumps({
+            "plan_hash": self.plan.hash, "steps_done": self.steps_done, "param_groups": groups,
+        }, indent=2) + "\n")
+
+    def load_private_state(self, model_dir: Path) -> bool:
+        """Restore heads (and head optimizer moments if saved); False when `model_dir` has no heads yet."""
+        model_dir = Path(model_dir)
+        if not (model_dir / HEADS_FILE).is_file():
+            return False
+        load_heads(self.model, model_dir / HEADS_FILE)
+        opt_path, meta_path = model_dir / HEADS_OPTIMIZER_FILE, model_dir / PRIVATE_STATE_JSON
+        if opt_path.is_file() and meta_path.is_file():
+            meta = json.loads(meta_path.read_text())
+            _load_optimizer_tensors(self.head_optimizer, load_tensors(opt_path), meta["param_groups"])
+            self.steps_done = int(meta.get("steps_done", 0))
+        return True
+
+    # ---- snapshots for early stopping ------------------------------------------------------------------------
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        return {k: v.detach().clone() for k, v in self.model.state_dict().items()}
+
+    def restore(self, state: dict[str, torch.Tensor]) -> None:
+        self.model.load_state_dict(state)
+
+
+def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tensor], list[dict[str, Any]]]:
+    sd = opt.state_dict()
+    tensors = {}
+    for idx, st in sd["state"].items():
+        for key, value in st.items():
+            tensors[f"state.{idx}.{key}"] = torch.as_tensor(value).reshape(-1) if key == "step" else value
+    groups = [{k: v for k, v in g.items()} for g in sd["param_groups"]]
+    return tensors, groups
+
+
+def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
+                            groups: list[dict[str, Any]]) -> None:
+    state: dict[int, dict[str, torch.Tensor]] = {}
+    for name, value in tensors.items():
+        _, idx, key = name.split(".", 2)
+        state.setdefault(int(idx), {})[key] = value.reshape(()) if key == "step" else value
+    for g in groups:
+        g["betas"] = tuple(g["betas"])
+    try:
+        opt.load_state_dict({"state": state, "param_groups": groups})
+    except (ValueError, KeyError) as exc:
+        raise InputError(f"saved head optimizer state does not fit this model ({exc})") from None
+    own = {id(p): p for g in opt.param_groups for p in g["params"]}
+    for p, st in opt.state.items():
+        if id(p) in own and "exp_avg" in st and st["exp_avg"].shape != p.shape:
+            raise InputError("saved head optimizer state does not fit this partner's heads (task count differs)")
+
+
+@torch.no_grad()
+def predict_rows(model: MultitaskModel, batcher: CsrBatcher, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    probs, regrs = [], []
+    for start in range(0, len(rows), EVAL_BATCH_ROWS):
+        p, r = model.predict(batcher.inputs(rows[start:start + EVAL_BATCH_ROWS]))
+        probs.append(p.numpy())
+        regrs.append(r.numpy())
+    if not probs:
+        return (np.zeros((0, model.heads.n_class), np.float32), np.zeros((0, model.heads.n_regr), np.float32))
+    return np.concatenate(probs), np.concatenate(regrs)
+
+
+def evaluate_rows(model: MultitaskModel, batcher: CsrBatcher, data: PreparedData, rows: np.ndarray) -> Evaluation:
+    prob, regr = predict_rows(model, batcher, rows)
+    return evaluate_predictions(data.tasks, batcher.y_class[rows], prob, batcher.y_regr[rows],
+                                batcher.y_censor[rows], regr)
+
+
+def selection_score(ev: Evaluation) -> float:
+    """Early-stopping score: aggregation-weighted AUC-PR; R² for regression-only partners."""
+    if ev.aggregate.get("n_class_evaluable", 0):
+        return ev.aggregate["auc_pr"]
+    return ev.aggregate.get("r2", math.nan)
+
+
+def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
+                         progress: bool = False) -> dict[str, Any]:
+    """Train epochs until the validation score has not improved for `patience` epochs; restore the best one.
+
+    Returns {"best_epoch", "best_score", "history"}; epoch e is shuffled by `derive_seed(trainer.seed, e)`.
+    """
+    best_score, best_epoch, best_state, history = -math.inf, -1, None, []
+    columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+               TimeElapsedColumn()]
+    with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
+        task = bar.add_task("epochs", total=max_epochs, info="")
+        for epoch in range(max_epochs):
+            t0 = time.perf_counter()
+            loss = trainer.train_epoch(derive_seed(trainer.seed, epoch))
+            seconds = time.perf_counter() - t0
+            valid = trainer.evaluate(trainer.valid_fold)
+            score = selection_score(valid)
+            history.append({"epoch": epoch, "loss": loss, "valid_auc_pr": valid.aggregate["auc_pr"],
+                            "valid_score": score, "seconds": seconds})
+            if best_state is None or (not math.isnan(score) and score > best_score):
+                best_score = score if not math.isnan(score) else best_score
+                best_epoch, best_state = epoch, trainer.snapshot()
+            bar.update(task, advance=1, info=f"loss {loss:.4f}  valid AUC-PR {valid.aggregate['auc_pr']:.4f}  "
+                                             f"best {best_score:.4f} @ {best_epoch}")
+            if epoch - best_epoch >= patience:
+                break
+    if best_state is not None:
+        trainer.restore(best_state)
+    return {"best_epoch": best_epoch, "best_score": best_score, "history": history}
+
+
+def fit(plan: Plan, data: PreparedData, out_dir: Path, *, valid_fold: int = 1, test_fold: int = 0,
+        seed: int | None = None, init_trunk: dict[str, np.ndarray] | None = None, freeze_trunk: bool = False,
+        progress: bool = True, max_epochs: int | None = None, source: str = "prepared data") -> dict[str, Any]:
+    """Train with early stopping on the validation AUC-PR, keep the best epoch, save it to `out_dir`.
+
+    Returns the metrics written to `metrics.json`: best epoch, validation and test aggregates, history.
+    """
+    trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed,
+                           freeze_trunk=freeze_trunk, source=source)
+    if init_trunk is not None:
+        trainer.set_trunk(init_trunk)
+    started = time.perf_counter()
+    epochs = int(max_epochs if max_epochs is not None else plan.training.max_epochs)
+    run = train_early_stopping(trainer, epochs, plan.training.patience, progress=progress)
+    valid, test = trainer.evaluate(valid_fold), trainer.evaluate(test_fold)
+    best_epoch = run["best_epoch"]
+    metrics = {
+        "best_epoch": best_epoch,
+        "epochs_run": len(run["history"]),
+        "selection_metric": "auc_pr" if valid.aggregate.get("n_class_evaluable", 0) else "r2",
+        "valid_fold": valid_fold,
+        "test_fold": test_fold,
+        "n_train": trainer.n_train,
+        "valid": valid.aggregate,
+        "test": test.aggregate,
+        "test_per_task": test.to_dict()["per_task"],
+        "history": run["history"],
+        "train_seconds": time.perf_counter() - started,
+    }
+    extra = {"seed": trainer.seed, "valid_fold": valid_fold, "test_fold": test_fold, "n_train": trainer.n_train,
+             "batch_size": trainer.batch_size, "freeze_trunk": freeze_trunk,
+             "init_trunk": init_trunk is not None, "best_epoch": best_epoch,
+             "prepared_manifest": {k: data.manifest.get(k) for k in ("plan_hash", "key_check_hash")}}
+    save_model(out_dir, trainer, plan=plan, tasks=data.tasks, metrics=metrics, extra=extra)
+    return metrics

@@ -1,0 +1,83 @@
+"""A warm SuperExec for a partner's SuperNode: a fresh process per message, without paying the imports again.
+
+Flower's SuperNode runs each message in a new `flwr-clientapp` process, which imports Python, Flower, torch
+and the partner kit every time (seconds per message, the fixed cost of a deployed round). With the SuperNode
+in `--isolation process` mode, this process takes SuperExec's place: it runs Flower's own SuperExec loop
+(`run_superexec`: acquire a task token from the SuperNode's runtime API), but launches each task by forking
+itself after the imports are done. The child runs Flower's own `run_clientapp` with the token, exactly as
+`flwr-clientapp` would, and exits; nothing is computed in the parent before forking (no torch thread pools
+to inherit), and the partner's state still comes from disk every round, so results are unchanged.
+
+    python -m partner_kit.warm_exec --runtime-api-address 127.0.0.1:PORT --insecure [--parent-pid PID]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import sys
+
+from flwr.supercore.constant import TaskType
+from flwr.supercore.superexec import run_superexec as _runner
+from flwr.supercore.superexec.executor import LaunchResult
+from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExecutor
+from flwr.supernode.runtime.run_clientapp import run_clientapp
+
+import partner_kit.client_app  # noqa: F401  (the point: import torch, Flower and the kit once, before forking)
+
+
+class ForkExecutor(SubprocessExecutor):
+    """Launch ClientApp tasks as forks of this (already warm) process."""
+
+    def __init__(self) -> None:
+        self.children: set[int] = set()
+
+    def launch(self, spec) -> LaunchResult:  # spec: flwr ExecutionSpec
+        if spec.task_type != TaskType.CLIENT_APP:
+            return super().launch(spec)
+        certificates = None
+        if not spec.insecure and spec.root_certificates_path:
+            with open(spec.root_certificates_path, "rb") as fh:
+                certificates = fh.read()
+        pid = os.fork()
+        if pid == 0:  # child: Flower's ClientApp runner, then leave without the parent's exit handlers
+            code = 1
+            try:
+                run_clientapp(spec.runtime_api_address, spec.token, spec.insecure, certificates,
+                              parent_pid=spec.parent_pid, runtime_dependency_install=False)
+                code = 0
+            except SystemExit as exc:  # flwr_exit ends the task with sys.exit(code)
+                code = int(exc.code or 0) if isinstance(exc.code, int | None) else 1
+            finally:
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(code)
+        self.children.add(pid)
+        return LaunchResult.accepted()
+
+    def reconcile(self) -> None:
+        for pid in list(self.children):
+            with contextlib.suppress(ChildProcessError):
+                done, _ = os.waitpid(pid, os.WNOHANG)
+                if not done:
+                    continue
+            self.children.discard(pid)
+
+
+def main(argv: list[str] | None = None) -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--runtime-api-address", required=True, help="The SuperNode's runtime API (HOST:PORT)")
+    ap.add_argument("--insecure", action="store_true")
+    ap.add_argument("--root-certificates", default=None)
+    ap.add_argument("--parent-pid", type=int, default=None, help="Exit when this process (the SuperNode) exits")
+    args = ap.parse_args(argv)
+    executor = ForkExecutor()
+    _runner.get_executor = lambda *a, **k: executor  # Flower's loop, our launcher
+    _runner.run_superexec(runtime_api_address=args.runtime_api_address, insecure=args.insecure,
+                          root_certificates_path=args.root_certificates, parent_pid=args.parent_pid,
+                          runtime_dependency_install=False)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,146 @@
+"""Trunk-only FedAvg: arithmetic, and refusal of anything but trunk arrays + example count + loss."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from cons_helpers import tiny_plan
+from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
+from flwr.common import FitRes, Status, ndarrays_to_parameters
+from flwr.common import Code as FlowerCode
+from flwr.compat.common.recorddict_compat import fitres_to_recorddict
+
+from consortium.plan import trunk_shapes
+from consortium.strategy import (
+    ReplyRefused,
+    RoundFailed,
+    TrunkFedAvg,
+    check_reply,
+    check_trunk,
+    round_seed,
+    weighted_average,
+)
+from consortium.trunk import initial_trunk, to_list
+
+
+def _trunk_list(plan, value: float) -> list[np.ndarray]:
+    return [np.full(s, value, np.float32) for s in trunk_shapes(plan).values()]
+
+
+def _fit_content(arrays, examples=10, metrics=None) -> RecordDict:
+    res = FitRes(status=Status(FlowerCode.OK, ""), parameters=ndarrays_to_parameters(arrays),
+                 num_examples=examples, metrics=metrics if metrics is not None else {"loss": 0.3})
+    return fitres_to_recorddict(res, keep_input=True)
+
+
+def test_weighted_average_weights_each_partner_by_its_examples():
+    a = [np.array([1.0, 2.0], np.float32), np.array([[0.0]], np.float32)]
+    b = [np.array([4.0, 8.0], np.float32), np.array([[3.0]], np.float32)]
+    out = weighted_average([a, b], [1, 2])
+    np.testing.assert_allclose(out[0], [3.0, 6.0])
+    np.testing.assert_allclose(out[1], [[2.0]])
+    assert all(o.dtype == np.float32 for o in out)
+
+
+def test_weighted_average_does_not_depend_on_reply_order():
+    rng = np.random.default_rng(0)
+    parts = [[rng.normal(size=(50, 7)).astype(np.float32)] for _ in range(4)]
+    weights = [13, 7, 29, 7]
+    first = weighted_average(parts, weights)[0]
+    second = weighted_average(parts[::-1], weights[::-1])[0]
+    assert np.array_equal(first, second)
+
+
+def test_weighted_average_refuses_non_positive_counts():
+    with pytest.raises(ValueError, match="positive"):
+        weighted_average([[np.zeros(2, np.float32)]], [0])
+
+
+def test_check_trunk_accepts_the_plans_trunk():
+    plan = tiny_plan()
+    check_trunk(to_list(plan, initial_trunk(plan, 0)), plan)
+
+
+def test_check_trunk_refuses_an_extra_head_array():
+    plan = tiny_plan()
+    arrays = _trunk_list(plan, 0.0) + [np.zeros((4, 3), np.float32)]
+    with pytest.raises(ReplyRefused, match="heads or extra arrays"):
+        check_trunk(arrays, plan)
+
+
+def test_check_trunk_refuses_wrong_shape_dtype_and_nan():
+    plan = tiny_plan()
+    arrays = _trunk_list(plan, 0.0)
+    bad_shape = [arrays[0].T.copy(), *arrays[1:]]
+    with pytest.raises(ReplyRefused, match="input.weight has shape"):
+        check_trunk(bad_shape, plan)
+    with pytest.raises(ReplyRefused, match="float64"):
+        check_trunk([a.astype(np.float64) for a in arrays], plan)
+    arrays[1][0] = np.nan
+    with pytest.raises(ReplyRefused, match="NaN"):
+        check_trunk(arrays, plan)
+
+
+def test_check_reply_accepts_exactly_trunk_count_and_loss():
+    plan = tiny_plan()
+    check_reply(_fit_content(_trunk_list(plan, 1.0)), plan, "train")
+
+
+def test_check_reply_refuses_a_per_task_metric():
+    plan = tiny_plan()
+    content = _fit_content(_trunk_list(plan, 1.0), metrics={"loss": 0.2, "auc_pr_task_3": 0.8})
+    with pytest.raises(ReplyRefused, match="auc_pr_task_3"):
+        check_reply(content, plan, "train")
+
+
+def test_check_reply_refuses_an_extra_record():
+    plan = tiny_plan()
+    content = _fit_content(_trunk_list(plan, 1.0))
+    content.array_records["heads"] = ArrayRecord([np.zeros((4, 3), np.float32)])
+    with pytest.raises(ReplyRefused, match="unexpected array records \\['heads'\\]"):
+        check_reply(content, plan, "train")
+    content = _fit_content(_trunk_list(plan, 1.0))
+    content.config_records["smiles"] = ConfigRecord({"s": "CCO"})
+    with pytest.raises(ReplyRefused, match="unexpected config records"):
+        check_reply(content, plan, "train")
+    content = _fit_content(_trunk_list(plan, 1.0))
+    content.metric_records["fitres.num_examples"] = MetricRecord({"num_examples": 3, "n_actives": 2})
+    with pytest.raises(ReplyRefused, match="other keys"):
+        check_reply(content, plan, "train")
+
+
+def test_round_seed_depends_on_plan_seed_and_round_only():
+    assert round_seed(0, 1) == round_seed(0, 1)
+    assert len({round_seed(0, r) for r in range(1, 50)}) == 49
+    assert round_seed(0, 1) != round_seed(1, 1)
+
+
+class _Proxy:
+    def __init__(self, node_id: int) -> None:
+        self.node_id = node_id
+
+
+def test_aggregate_fit_averages_valid_replies_and_records_refusals():
+    plan = tiny_plan(min_partners=2)
+    seen = []
+    strategy = TrunkFedAvg(plan, initial_trunk(plan, 0), total_rounds=3, first_round=2, on_round=seen.append)
+    ok = lambda v, n: FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(_trunk_list(plan, v)), n,  # noqa: E731
+                             {"loss": v})
+    cheat = FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(_trunk_list(plan, 9.0) + [np.ones(3, np.float32)]),
+                   5, {"loss": 1.0})
+    params, metrics = strategy.aggregate_fit(1, [(_Proxy(11), ok(1.0, 10)), (_Proxy(12), ok(4.0, 30)),
+                                                 (_Proxy(13), cheat)], [])
+    assert seen[0].round == 2  # resumed numbering: Flower's round 1 is the run's round 2
+    assert [u.node_id for u in seen[0].updates] == [11, 12]
+    for arr in seen[0].trunk.values():
+        np.testing.assert_allclose(arr, 3.25)  # (1*10 + 4*30) / 40
+    assert any("node 13" in r for r in strategy.refused)
+    assert metrics["partners"] == 2
+
+
+def test_aggregate_fit_fails_the_round_below_min_partners():
+    plan = tiny_plan(min_partners=3)
+    strategy = TrunkFedAvg(plan, initial_trunk(plan, 0), total_rounds=2)
+    res = FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(_trunk_list(plan, 1.0)), 10, {"loss": 0.1})
+    with pytest.raises(RoundFailed, match="2 valid replies, the plan needs 3"):
+        strategy.aggregate_fit(1, [(_Proxy(1), res), (_Proxy(2), res)], [])
