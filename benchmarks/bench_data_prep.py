@@ -23,6 +23,7 @@ import contextlib
 import os
 import platform
 import random
+import resource
 import shutil
 import sqlite3
 import sys
@@ -126,12 +127,20 @@ def forget_fraction(cache: Path, config: PrepConfig, smiles: list[str], fraction
     return len(gone)
 
 
-def timed(run: Callable[[], Any]) -> tuple[float, float, Any]:
+def cpu_seconds() -> float:
+    """CPU time of this process and its reaped children (pool workers are reaped when the pool closes)."""
+    own, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+
+def timed(run: Callable[[], Any]) -> tuple[float, float, Any, float]:
+    """(wall seconds, peak RSS MB, result, CPU cores actually used = CPU seconds / wall seconds)."""
     with PeakRSS() as rss:
-        start = time.perf_counter()
+        cpu, start = cpu_seconds(), time.perf_counter()
         result = run()
         seconds = time.perf_counter() - start
-    return seconds, rss.peak_mb, result
+        cores = (cpu_seconds() - cpu) / seconds
+    return seconds, rss.peak_mb, result, cores
 
 
 def bench(name: str, smiles: list[str], blocks: list[Callable[[], dict[str, Any]]], block_smiles: list[list[str]],
@@ -142,7 +151,7 @@ def bench(name: str, smiles: list[str], blocks: list[Callable[[], dict[str, Any]
     config = PrepConfig()
     n = len(smiles)
     rows: list[dict[str, Any]] = []
-    floor_s = cold1_s = 0.0
+    floor_s = cold1_s = cold1_cpu = 0.0
     n_floor = 0
     stages: dict[str, float] = {}
     console.print(f"[bold]{name}[/]: {n} molecules — floor and cold 1-core pipeline, {len(blocks)} interleaved blocks…")
@@ -151,36 +160,38 @@ def bench(name: str, smiles: list[str], blocks: list[Callable[[], dict[str, Any]
             f_s, f_n = floor(mols)
             floor_s += f_s
             n_floor += f_n
-            start = time.perf_counter()
+            cpu, start = cpu_seconds(), time.perf_counter()
             stats = block()
             cold1_s += time.perf_counter() - start
+            cold1_cpu += cpu_seconds() - cpu
             for k, v in stats.get("worker_s", {}).items():
                 stages[k] = stages.get(k, 0.0) + v
     floor_rate = n_floor / floor_s
     rows.append({"run": "floor: RDKit ChargeParent + Canonicalize", "cores": 1, "seconds": floor_s,
-                 "mol_s": floor_rate, "per_core": floor_rate, "vs_floor": 1.0, "rss_mb": float("nan")})
+                 "mol_s": floor_rate, "per_core": floor_rate, "vs_floor": 1.0, "rss_mb": float("nan"),
+                 "cpu": float("nan")})
 
-    def add(label: str, cores: int, seconds: float, rss: float) -> None:
+    def add(label: str, cores: int, seconds: float, rss: float, cpu: float) -> None:
         rate = n / seconds
         rows.append({"run": label, "cores": cores, "seconds": seconds, "mol_s": rate, "per_core": rate / cores,
-                     "vs_floor": rate / cores / floor_rate, "rss_mb": rss})
+                     "vs_floor": rate / cores / floor_rate, "rss_mb": rss, "cpu": cpu})
 
-    add("pipeline cold", 1, cold1_s, rss1.peak_mb)
+    add("pipeline cold", 1, cold1_s, rss1.peak_mb, cold1_cpu / cold1_s)
     cache = workdir / f"{name}-cache"
     sN = float("nan")
     if jobs > 1:
         console.print(f"  cold, {jobs} cores…")
-        sN, mN, _ = timed(lambda: run(cache, jobs))
-        add("pipeline cold", jobs, sN, mN)
+        sN, mN, _, cN = timed(lambda: run(cache, jobs))
+        add("pipeline cold", jobs, sN, mN, cN)
     else:
         run(cache, 1)
     n_new = forget_fraction(cache, config, smiles, 0.01)
     console.print(f"  warm with {n_new} new compounds (1 %), 1 core…")
-    sw, mw, statsw = timed(lambda: run(cache, 1))
-    add("pipeline warm, 1 % new", 1, sw, mw)
+    sw, mw, statsw, cw = timed(lambda: run(cache, 1))
+    add("pipeline warm, 1 % new", 1, sw, mw, cw)
     console.print("  warm, nothing new, 1 core…")
-    s0, m0, _ = timed(lambda: run(cache, 1))
-    add("pipeline warm, 0 % new", 1, s0, m0)
+    s0, m0, _, c0 = timed(lambda: run(cache, 1))
+    add("pipeline warm, 0 % new", 1, s0, m0, c0)
     ratios = {"floor_rate": floor_rate, "cold1_vs_floor": (n / cold1_s) / floor_rate,
               "speedup_n_cores": cold1_s / sN, "warm1pct_speedup": cold1_s / sw,
               "warm0pct_speedup": cold1_s / s0, "computed_warm": statsw.get("computed", 0),
@@ -205,13 +216,15 @@ def machine() -> str:
 
 def render(title: str, rows: list[dict[str, Any]], ratios: dict[str, Any], md: list[str]) -> None:
     table = Table(title=title)
-    for col in ("run", "cores", "seconds", "mol/s", "mol/s per core", "x floor (per core)", "peak RSS MB"):
+    columns = ("run", "cores", "seconds", "mol/s", "mol/s per core", "× floor (per core)", "CPU cores used",
+               "peak RSS MB")
+    for col in columns:
         table.add_column(col, justify="left" if col == "run" else "right")
-    md += [f"### {title}", "", "| run | cores | seconds | mol/s | mol/s per core | × floor (per core) | peak RSS MB |",
-           "|---|---:|---:|---:|---:|---:|---:|"]
+    md += [f"### {title}", "", "| " + " | ".join(columns) + " |", "|---|" + "---:|" * (len(columns) - 1)]
     for r in rows:
         cells = [r["run"], str(r["cores"]), f"{r['seconds']:.1f}", f"{r['mol_s']:.0f}", f"{r['per_core']:.0f}",
-                 f"{r['vs_floor']:.2f}", "–" if r["rss_mb"] != r["rss_mb"] else f"{r['rss_mb']:.0f}"]
+                 f"{r['vs_floor']:.2f}", "–" if r["cpu"] != r["cpu"] else f"{r['cpu']:.2f}",
+                 "–" if r["rss_mb"] != r["rss_mb"] else f"{r['rss_mb']:.0f}"]
         table.add_row(*cells)
         md.append("| " + " | ".join(cells) + " |")
     console.print(table)
@@ -280,6 +293,8 @@ def main() -> None:
             render(f"chembl-3/P1, {len(smiles)} compounds (full `prepare`)", rows, ratios, md)
     finally:
         shutil.rmtree(work, ignore_errors=True)
+    load = os.getloadavg()
+    md.append(f"Load average at the end: {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
     if args.markdown:
         args.markdown.write_text("\n".join(md) + "\n")
         console.print(f"wrote {args.markdown}")

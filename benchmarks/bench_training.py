@@ -59,10 +59,10 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def bench_plan():
+def bench_plan(hidden: int = 2000):
     from consortium.plan import Plan, TrainingSpec, TrunkSpec
 
-    return Plan(name="bench", trunk=TrunkSpec(hidden_sizes=[2000], dropout=0.2, activation="relu"),
+    return Plan(name="bench", trunk=TrunkSpec(hidden_sizes=[hidden], dropout=0.2, activation="relu"),
                 training=TrainingSpec(learning_rate=1e-3, batch_fraction=0.02, min_batch_size=32,
                                       max_batch_size=4096, seed=0))
 
@@ -72,7 +72,7 @@ def prepare_partners(partners: list[str], work: Path) -> dict[str, Path]:
     from data_prep.key import generate_key
     from data_prep.prepare import prepare
 
-    plan = bench_plan()
+    plan = bench_plan()  # the hidden size does not change the data sections
     plan_path = work / "plan.toml"
     plan.save(plan_path)
     key = work / "secret.key"
@@ -214,8 +214,10 @@ def worker(args: argparse.Namespace) -> None:
 
     if args.threads:
         torch.set_num_threads(args.threads)
-    plan = bench_plan()
+    plan = bench_plan(args.hidden)
     data = PreparedData.load(args.prepared)
+    # Prepared with the default-hidden plan; only the trunk differs, the data sections are identical.
+    data.manifest["plan_hash"] = plan.hash
     run = run_fedqsar if args.worker == "fedqsar" else run_reference
     result = run(plan, data, args.epochs, seed=0)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
@@ -242,6 +244,7 @@ def main() -> None:
     ap.add_argument("--work", type=Path, default=None, help="keep prepared data here (default: a temp dir)")
     ap.add_argument("--threads", type=int, default=None, help="torch threads for both variants")
     ap.add_argument("--variants", nargs="+", default=["fedqsar", "reference"])
+    ap.add_argument("--hidden", type=int, default=2000, help="trunk hidden size (the issue's setting: 2000)")
     ap.add_argument("--worker", choices=["fedqsar", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -262,7 +265,7 @@ def main() -> None:
                 print(f"  {partner}: {variant} ({args.epochs} epochs)", flush=True)
                 result_path = work / f"result-{partner.replace('/', '_')}-{variant}.json"
                 cmd = [sys.executable, __file__, "--worker", variant, "--prepared", str(path),
-                       "--epochs", str(args.epochs), "--result", str(result_path)]
+                       "--epochs", str(args.epochs), "--result", str(result_path), "--hidden", str(args.hidden)]
                 if args.threads:
                     cmd += ["--threads", str(args.threads)]
                 subprocess.run(cmd, check=True)
@@ -284,7 +287,7 @@ def main() -> None:
                       f"{a['s_epoch'] / b['s_epoch']:>7.2f}x {a['peak_mb'] / b['peak_mb']:>7.2f}x "
                       f"{a['train_mb'] / max(b['train_mb'], 1):>8.2f}x {a['best_auc_pr'] - b['best_auc_pr']:>+11.4f} "
                       f"{a['last_auc_pr'] - b['last_auc_pr']:>+11.4f}")
-            print(f"{'':<18} ({n_train} training rows, batch {batch}, {args.epochs} epochs)")
+            print(f"{'':<18} ({n_train} training rows, batch {batch}, hidden {args.hidden}, {args.epochs} epochs)")
 
 
 if __name__ == "__main__":

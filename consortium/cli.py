@@ -7,6 +7,7 @@ from pathlib import Path
 
 import typer
 from rich import print as rprint
+from rich.console import Console
 from rich.table import Table
 
 from consortium.plan import FederationSpec, Plan, TrunkSpec
@@ -86,7 +87,10 @@ def simulate(
                             baseline=baseline, verbose=verbose)
     st = result.status
     schedule = Plan.load(plan_path).federation.schedule
-    rprint(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
+    out = Console()
+    if not out.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
+        out = Console(width=140)
+    out.print(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
     console.print(f"run directory {result.run_dir}: ledger.jsonl, checkpoints/, partners/*/model, summary.json, "
                   f"summary.csv ({sum(result.seconds.values()):.0f} s)")
 

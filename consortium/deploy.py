@@ -127,7 +127,8 @@ def start_superlink(port: int, flwr_home: Path | None, log: Path, tls: TlsOption
            "--disable-runtime-dependency-installation"]
     svc = spawn("superlink", cmd, log, env=flower_env(flwr_home))
     try:
-        wait_for_port(host, port, timeout, "flower-superlink", svc.popen)
+        local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host
+        wait_for_port(local, port, timeout, "flower-superlink", svc.popen)
     except Exception:
         svc.stop()
         raise RuntimeError(f"the SuperLink did not start; its log ({log}):\n{svc.tail()}") from None
@@ -192,18 +193,23 @@ def read_status(run_dir: Path) -> dict[str, Any]:
 
 
 def wait_for_run(flwr_home: Path, run_id: int, run_dir: Path, timeout: float,
-                 on_status: Callable[[dict[str, Any]], None] | None = None, poll: float = 1.0) -> dict[str, Any]:
+                 on_status: Callable[[dict[str, Any]], None] | None = None, poll: float = 0.5) -> dict[str, Any]:
     """Block until the Flower run finishes; returns `flwr ls` info plus our status.json."""
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
+    asked = 0.0
     while time.monotonic() < deadline:
         status = read_status(run_dir)
         if on_status is not None and status != last:
             on_status(status)
             last = status
-        info = run_info(flwr_home, run_id)
-        if str(info.get("status", "")).startswith("finished"):
-            return {"flower": info, "status": read_status(run_dir)}
+        # `flwr ls` starts a Python process: ask Flower when our status says the run ended, else now and then
+        # (a ServerApp that dies before writing its status is still noticed).
+        if status.get("state") in ("finished", "failed") or time.monotonic() - asked > 10 * poll:
+            asked = time.monotonic()
+            info = run_info(flwr_home, run_id)
+            if str(info.get("status", "")).startswith("finished"):
+                return {"flower": info, "status": read_status(run_dir)}
         time.sleep(poll)
     raise TimeoutError(f"run {run_id} did not finish within {timeout:.0f} s; last status: {last}")
 
@@ -226,8 +232,9 @@ def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127
     flwr_home = Path(flwr_home or run_dir / "flwr-home").resolve()
     port = port or free_port()
     superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
-    write_connection(flwr_home, f"{host}:{port}", tls)
-    return Consortium(superlink, f"{host}:{port}", flwr_home)
+    local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # the CLI talks to it from this machine
+    write_connection(flwr_home, f"{local}:{port}", tls)
+    return Consortium(superlink, f"{local}:{port}", flwr_home)
 
 
 def run_deployed(consortium: Consortium, plan_path: Path, run_dir: Path, *, rounds: int = 0, resume: bool = False,

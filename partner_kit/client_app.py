@@ -15,6 +15,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Scalar
 
+from consortium.plan import Plan
 from partner_kit.federated import FederatedPartner, PartnerConfig, PlanMismatch, get_partner
 
 SECAGG_CONFIGS = "secaggplus_configs"
@@ -50,13 +51,14 @@ def client_fn(context: Context):  # -> flwr Client
 
 def plan_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -> Message:
     """Route train messages through Flower's `secaggplus_mod` exactly when this partner's plan says so."""
-    partner = get_partner(PartnerConfig.from_node_config(ctxt.node_config))
-    wants = partner.plan.federation.secure_aggregation
+    cfg = PartnerConfig.from_node_config(ctxt.node_config)
+    # Only the plan here: SecAgg+ key and share steps must not pay for loading data and building a model.
+    wants = Plan.load(cfg.plan).federation.secure_aggregation
     carries = msg.has_content() and SECAGG_CONFIGS in msg.content.config_records
     if msg.metadata.message_type.startswith("train") and carries != wants:
         raise PlanMismatch(
             "the consortium " + ("uses" if carries else "does not use") + " secure aggregation but your plan "
-            f"{partner.cfg.plan} says secure_aggregation = {str(wants).lower()}; get the consortium's plan.toml"
+            f"{cfg.plan} says secure_aggregation = {str(wants).lower()}; get the consortium's plan.toml"
         )
     return secaggplus_mod(msg, ctxt, call_next) if wants else call_next(msg, ctxt)
 

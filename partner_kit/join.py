@@ -8,6 +8,7 @@ directory made under another plan fails here, a consortium running another plan 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shlex
@@ -143,10 +144,18 @@ def join_command(
                   "(Ctrl-C to leave)")
     proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
                            warm=warm)
+
+    def leave(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGINT, leave)   # also when started in the background (SIGINT ignored by default)
+    signal.signal(signal.SIGTERM, leave)
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
         code = proc.wait(timeout=30)
+        console.print(f"{name}: left the federation")
     if code not in (0, -signal.SIGTERM):
         raise typer.Exit(code=code)

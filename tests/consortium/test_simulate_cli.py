@@ -32,7 +32,7 @@ def _plan(tmp_path) -> Plan:
 
 @pytest.mark.slow
 def test_simulate_prepares_federates_trains_baselines_and_writes_the_partner_table(tmp_path, shared_data):
-    plan = _plan(tmp_path)
+    _plan(tmp_path)
     key = generate_key(tmp_path / "secret.key")
     dirs = [str(shared_data / "consortia" / "toxcast-6" / p) for p in PARTNERS]
     run = tmp_path / "run"

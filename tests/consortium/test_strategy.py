@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from cons_helpers import tiny_plan
 from flwr.app import ArrayRecord, ConfigRecord, MetricRecord, RecordDict
-from flwr.common import FitRes, Status, ndarrays_to_parameters
 from flwr.common import Code as FlowerCode
+from flwr.common import FitRes, Status, ndarrays_to_parameters
 from flwr.compat.common.recorddict_compat import fitres_to_recorddict
 
 from consortium.plan import trunk_shapes

@@ -23,7 +23,7 @@ def test_embedded_run_persists_heads_per_round_and_writes_each_partners_model(tm
     status, _ = fed.run()
     entries = verify(tmp_path / "run" / "ledger.jsonl")
     assert [len(e.node_ids) for e in entries] == [3, 3]
-    for name, cfg in fed.partners().items():
+    for cfg in fed.partners().values():
         work = cfg.model / "federated"
         state = json.loads((work / "round-002" / "private_state.json").read_text())
         assert state["steps_done"] == 2 * fed.plan.federation.local_steps  # heads trained on, round after round

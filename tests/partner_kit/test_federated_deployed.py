@@ -25,9 +25,11 @@ def test_deployed_run_on_loopback_matches_the_embedded_run(tmp_path):
     nodes = []
     try:
         for name, cfg in fed.partners("model_deployed").items():
+            # A and B fork their ClientApp processes from a warm parent (join's default), C lets Flower
+            # start a fresh Python per message: both paths must give the same trunk.
             nodes.append(start_supernode(cfg, consortium.address, port=free_port(),
                                          log=tmp_path / "logs" / f"{name}.log",
-                                         flwr_home=tmp_path / "flwr-home" / name))
+                                         flwr_home=tmp_path / "flwr-home" / name, warm=name != "C"))
         result = run_deployed(consortium, fed.plan_path, tmp_path / "deployed", rounds=2, timeout=400)
     finally:
         for proc in nodes:
