@@ -11,6 +11,7 @@ Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and avera
 Usage:
   .venv/bin/python benchmarks/bench_tox21.py                    # 5 folds, network + forest
   .venv/bin/python benchmarks/bench_tox21.py --folds 0 --no-forest --seeds 3
+  .venv/bin/python benchmarks/bench_tox21.py --no-network --jobs 2          # the forest only
 """
 
 from __future__ import annotations
