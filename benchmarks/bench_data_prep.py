@@ -11,7 +11,7 @@ one core, molecules parsed beforehand, and our pipeline cold on 1 core without c
 block, interleaved, so a shared machine's changing load hits both alike (P1: each block is a complete
 partner directory run through `prepare`); then cold on all cores (fresh cache), a warm re-run with 1 % new
 compounds and one with none (1 core). Peak RSS of the process and its
-workers is sampled with psutil. Prints tables (and --markdown FILE writes them for docs/bench-data_prep.md).
+workers is sampled with psutil. Prints tables (and --markdown FILE writes them for BENCHMARKS.md).
 
     .venv/bin/python benchmarks/bench_data_prep.py [--limit 10000] [--full] [--chembl-limit N] [--skip p1]
 """

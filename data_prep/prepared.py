@@ -103,7 +103,7 @@ class PreparedData:
         if not (path / "manifest.json").is_file():
             raise InputError(
                 f"{path} is not a prepared directory (no manifest.json); "
-                "create it with `data-prep prepare --out {path}`"
+                f"create it with `data-prep prepare --out {path}`"
             )
         missing = [f for f in FILES if not (path / f).is_file()]
         if missing:

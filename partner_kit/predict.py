@@ -155,11 +155,16 @@ def read_molecules(path: str | Path) -> tuple[list[str], list[str]]:
         lines = [ln.split(maxsplit=1) for ln in path.read_text().splitlines() if ln.strip()]
         return [p[0] for p in lines], [p[1].strip() if len(p) > 1 else "" for p in lines]
     frame = pd.read_parquet(path) if suffixes.endswith(".parquet") else pd.read_csv(path, dtype=str)
-    col = next((c for c in frame.columns if c.lower() == "smiles"), None)
+    return molecules_from_frame(frame, str(path))
+
+
+def molecules_from_frame(frame: pd.DataFrame, source: str) -> tuple[list[str], list[str]]:
+    """SMILES from the `smiles` column (any case) and names from `name`, `id` or `compound_id` if present."""
+    col = next((c for c in frame.columns if str(c).lower() == "smiles"), None)
     if col is None:
-        raise InputError(f"{path} has no 'smiles' column (columns: {list(frame.columns)[:10]}); "
+        raise InputError(f"{source} has no 'smiles' column (columns: {list(frame.columns)[:10]}); "
                          "add one, or pass a .smi file with one SMILES per line")
-    name_col = next((c for c in frame.columns if c.lower() in ("name", "id", "compound_id")), None)
+    name_col = next((c for c in frame.columns if str(c).lower() in ("name", "id", "compound_id")), None)
     smiles = frame[col].fillna("").astype(str).tolist()
     names = frame[name_col].fillna("").astype(str).tolist() if name_col else [""] * len(smiles)
     return smiles, names

@@ -15,7 +15,7 @@ from rdkit import Chem
 from rdkit.Chem.Draw import rdMolDraw2D
 
 from data_prep.errors import InputError
-from partner_kit.predict import MAX_MOLECULES, Predictor
+from partner_kit.predict import MAX_MOLECULES, Predictor, molecules_from_frame
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
 PAGE_LIMIT = 500  # molecules drawn on the page; the CSV holds all
@@ -43,12 +43,7 @@ def parse_text(text: str) -> tuple[list[str], list[str]]:
 def parse_upload(name: str, payload: bytes) -> tuple[list[str], list[str]]:
     if name.lower().endswith((".csv", ".tsv")):
         frame = pd.read_csv(io.BytesIO(payload), dtype=str, sep="\t" if name.lower().endswith(".tsv") else ",")
-        col = next((c for c in frame.columns if c.lower() == "smiles"), None)
-        if col is None:
-            raise InputError(f"{name} has no 'smiles' column (columns: {list(frame.columns)[:10]})")
-        name_col = next((c for c in frame.columns if c.lower() in ("name", "id", "compound_id")), None)
-        smiles = frame[col].fillna("").astype(str).tolist()
-        return smiles, (frame[name_col].fillna("").astype(str).tolist() if name_col else [""] * len(smiles))
+        return molecules_from_frame(frame, name)
     try:
         return parse_text(payload.decode("utf-8"))
     except UnicodeDecodeError:

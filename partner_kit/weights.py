@@ -147,7 +147,7 @@ def read_model_json(model_dir: str | Path) -> dict[str, Any]:
     path = model_dir / MODEL_JSON
     if not path.is_file():
         raise InputError(f"{model_dir} is not a model directory (no {MODEL_JSON}); "
-                         "create one with `partner-kit train --out {model_dir}`")
+                         f"create one with `partner-kit train --out {model_dir}`")
     return json.loads(path.read_text())
 
 

@@ -136,5 +136,6 @@ def test_prepared_shape_mismatch_is_reported(tmp_path):
 
 
 def test_loading_a_directory_that_is_not_prepared_says_how_to_make_one(tmp_path):
-    with pytest.raises(InputError, match="data-prep prepare"):
+    with pytest.raises(InputError, match="data-prep prepare") as err:
         PreparedData.load(tmp_path)
+    assert f"--out {tmp_path}`" in str(err.value)

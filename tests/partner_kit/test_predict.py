@@ -123,3 +123,16 @@ def test_web_page_shows_probabilities_structures_and_errors(trained):
     assert empty.status_code == 400 and "no molecules given" in empty.get_data(as_text=True)
     csv = client.post("/predict.csv", data={"smiles": ASPIRIN})
     assert csv.mimetype == "text/csv" and csv.get_data(as_text=True).startswith("row,name,smiles,error")
+
+
+def test_web_upload_of_a_csv_uses_its_smiles_and_name_columns(trained):
+    import io
+
+    root, key, _ = trained
+    client = create_app(Predictor(root / "model", key)).test_client()
+    payload = {"file": (io.BytesIO(f"name,SMILES\naspirin,{ASPIRIN}\nethanol,CCO\n".encode()), "mols.csv")}
+    page = client.post("/predict.csv", data=payload, content_type="multipart/form-data")
+    table = pd.read_csv(io.StringIO(page.get_data(as_text=True)))
+    assert table["name"].tolist() == ["aspirin", "ethanol"] and table["smiles"].tolist() == [ASPIRIN, "CCO"]
+    bad = {"file": (io.BytesIO(b"structure\nCCO\n"), "mols.csv")}
+    assert client.post("/predict.csv", data=bad, content_type="multipart/form-data").status_code == 400
