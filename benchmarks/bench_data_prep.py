@@ -44,6 +44,8 @@ from rich.table import Table
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from machine_info import cpu_name, load_average  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
 from data_prep.cache import smiles_key  # noqa: E402
 from data_prep.config import PrepConfig  # noqa: E402
 from data_prep.featurize import cache_namespace  # noqa: E402
@@ -200,18 +202,8 @@ def bench(name: str, smiles: list[str], blocks: list[Callable[[], dict[str, Any]
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    load = os.getloadavg()
-    return (f"{cpu}, {default_jobs()} cores usable, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
-            f"Python {platform.python_version()}, RDKit {Chem.rdBase.rdkitVersion}; "
-            f"load average {load[0]:.1f} / {load[1]:.1f} / {load[2]:.1f}")
+    return (f"{cpu_name()}, {default_jobs()} cores usable, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+            f"Python {platform.python_version()}, RDKit {Chem.rdBase.rdkitVersion}; load average {load_average()}")
 
 
 def render(title: str, rows: list[dict[str, Any]], ratios: dict[str, Any], md: list[str]) -> None:
