@@ -21,24 +21,35 @@ from data_prep.parallel import compute_records
 from data_prep.prepare import resolve_config, resolve_key
 
 
-def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
-    """A table with a `smiles` column (and `id` when asked) from CSV/CSV.gz/Parquet or a .smi/.txt list."""
+def read_frame(path: str | Path, smiles_col: str = "smiles") -> pd.DataFrame:
+    """A CSV/CSV.gz (all text) or Parquet table; unreadable or empty files become InputErrors, not tracebacks."""
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {path} not found")
     try:
-        if path.suffix in (".smi", ".txt"):
-            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
-            frame = pd.DataFrame({smiles_col: [line.split()[0] if line else "" for line in lines]})
-            frame = frame[[bool(line) for line in lines]].reset_index(drop=True)
-        elif path.name.endswith(".parquet"):
-            frame = pd.read_parquet(path)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
+        if path.name.endswith(".parquet"):
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
     except pd.errors.EmptyDataError:
         raise InputError(f"{path.name} is empty; expected a header with a {smiles_col!r} column") from None
     except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
         raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+
+
+def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
+    """A table with a `smiles` column (and `id` when asked) from CSV/CSV.gz/Parquet or a .smi/.txt list."""
+    path = Path(path)
+    if path.suffix in (".smi", ".txt"):
+        if not path.is_file():
+            raise InputError(f"input file {path} not found")
+        try:
+            lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
+        except (UnicodeDecodeError, OSError) as exc:
+            raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+        frame = pd.DataFrame({smiles_col: [line.split()[0] if line else "" for line in lines]})
+        frame = frame[[bool(line) for line in lines]].reset_index(drop=True)
+    else:
+        frame = read_frame(path, smiles_col)
     for col, option in ((smiles_col, "--smiles-col"), (id_col, "--id-col")):
         if col is not None and col not in frame.columns:
             raise InputError(f"{path.name}: no column {col!r} ({option}); columns are "

@@ -23,6 +23,7 @@ from consortium.plan import Plan
 from data_prep.errors import InputError
 from data_prep.featurize import featurize_smiles
 from data_prep.key import key_check_hash, load_key
+from data_prep.prediction import read_frame
 from data_prep.prepared import PreparedData
 from partner_kit.batching import SparseBatch
 from partner_kit.weights import METRICS_JSON, load_model
@@ -148,14 +149,15 @@ class Predictor:
 def read_molecules(path: str | Path) -> tuple[list[str], list[str]]:
     """SMILES (and names) from .smi/.txt (SMILES [name] per line) or CSV/Parquet with a `smiles` column."""
     path = Path(path)
-    if not path.is_file():
-        raise InputError(f"input file {path} not found")
-    suffixes = "".join(path.suffixes).lower()
-    if suffixes.endswith((".smi", ".txt", ".smi.gz")):
-        lines = [ln.split(maxsplit=1) for ln in path.read_text().splitlines() if ln.strip()]
+    if path.suffix.lower() in (".smi", ".txt"):
+        if not path.is_file():
+            raise InputError(f"input file {path} not found")
+        try:
+            lines = [ln.split(maxsplit=1) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+        except UnicodeDecodeError:
+            raise InputError(f"{path} is not UTF-8 text; give one SMILES [name] per line") from None
         return [p[0] for p in lines], [p[1].strip() if len(p) > 1 else "" for p in lines]
-    frame = pd.read_parquet(path) if suffixes.endswith(".parquet") else pd.read_csv(path, dtype=str)
-    return molecules_from_frame(frame, str(path))
+    return molecules_from_frame(read_frame(path), str(path))
 
 
 def molecules_from_frame(frame: pd.DataFrame, source: str) -> tuple[list[str], list[str]]:

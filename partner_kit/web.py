@@ -42,7 +42,10 @@ def parse_text(text: str) -> tuple[list[str], list[str]]:
 
 def parse_upload(name: str, payload: bytes) -> tuple[list[str], list[str]]:
     if name.lower().endswith((".csv", ".tsv")):
-        frame = pd.read_csv(io.BytesIO(payload), dtype=str, sep="\t" if name.lower().endswith(".tsv") else ",")
+        try:
+            frame = pd.read_csv(io.BytesIO(payload), dtype=str, sep="\t" if name.lower().endswith(".tsv") else ",")
+        except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
+            raise InputError(f"{name} cannot be read as a table: {str(exc).strip()}") from None
         return molecules_from_frame(frame, name)
     try:
         return parse_text(payload.decode("utf-8"))

@@ -108,6 +108,11 @@ def test_predict_cli_writes_a_csv_and_reports_a_missing_smiles_column(trained, t
     result = runner.invoke(app, ["predict", "--model", str(root / "model"), "--key", str(key),
                                  "--input", str(bad), "--out", str(out)])
     assert result.exit_code == 2 and "no 'smiles' column" in result.output
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
+    result = runner.invoke(app, ["predict", "--model", str(root / "model"), "--key", str(key),
+                                 "--input", str(empty), "--out", str(out)])
+    assert result.exit_code == 2 and "is empty" in result.output
 
 
 def test_web_page_shows_probabilities_structures_and_errors(trained):
@@ -136,3 +141,6 @@ def test_web_upload_of_a_csv_uses_its_smiles_and_name_columns(trained):
     assert table["name"].tolist() == ["aspirin", "ethanol"] and table["smiles"].tolist() == [ASPIRIN, "CCO"]
     bad = {"file": (io.BytesIO(b"structure\nCCO\n"), "mols.csv")}
     assert client.post("/predict.csv", data=bad, content_type="multipart/form-data").status_code == 400
+    empty = {"file": (io.BytesIO(b""), "mols.csv")}
+    reply = client.post("/predict.csv", data=empty, content_type="multipart/form-data")
+    assert reply.status_code == 400 and "cannot be read" in reply.get_data(as_text=True)
