@@ -10,9 +10,11 @@ and prints per round: wall time (median over rounds), the slowest partner's own 
 scoring, measured inside the partner: `model/federated/rounds.jsonl`), their ratio against the issue's target
 (deployed <= 1.2 x slowest partner + 5 s; SecAgg+ <= 2 x plain) and the bytes each partner sends/receives per
 round. Every mode runs in this one invocation on this machine, so the ratios compare like with like.
+Deployed partners share this machine's cores (`join --threads cpu_count // partners`), as partners on their
+own machines would not compete; modes 3-4 run Flower with `consortium.flower_tuning`'s shorter waits.
 
     .venv/bin/python benchmarks/bench_federation.py [--partners APR NVS OTHERS] [--fp-size 32000]
-        [--hidden 512] [--rounds 3] [--local-steps 50] [--skip-secagg]
+        [--hidden 512] [--rounds 3] [--local-steps 50] [--skip-secagg] [--modes deployed ...]
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from partner_kit.join import start_supernode  # noqa: E402
 from partner_kit.simulation import prepared_dir_for  # noqa: E402
 
 SHARED = ROOT / ".." / "shared" / "data" / "consortia" / "toxcast-6"
+MODES = ("embedded", "deployed-cold", "deployed", "deployed-secagg")
 
 
 def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
@@ -70,11 +73,14 @@ def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], 
         received = statistics.mean(grid.bytes_in[ids[n]] for n in configs) / rounds
     else:
         consortium = start_consortium(run_dir, flwr_home=work / "flwr" / mode)
+        # The partners share this machine: each gets its share of the cores, as on machines of their own.
+        threads = max(1, (os.cpu_count() or 1) // len(configs))
         nodes = []
         try:
             for n, c in configs.items():
                 nodes.append(start_supernode(c, consortium.address, port=free_port(), log=run_dir / "logs" / f"{n}.log",
-                                             flwr_home=work / "flwr" / f"{mode}-{n}", warm="cold" not in mode))
+                                             flwr_home=work / "flwr" / f"{mode}-{n}", warm="cold" not in mode,
+                                             threads=threads))
             result = run_deployed(consortium, plan_path, run_dir, rounds=rounds, timeout=3600)
         finally:
             for p in nodes:
@@ -100,6 +106,8 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--local-steps", type=int, default=50)
     ap.add_argument("--skip-secagg", action="store_true")
+    ap.add_argument("--modes", nargs="+", default=None, choices=MODES,
+                    help="Run only these modes (the SecAgg+ target needs 'deployed' in the same run)")
     ap.add_argument("--work", type=Path, default=None, help="Work directory (default: a temporary one)")
     args = ap.parse_args()
 
@@ -122,6 +130,7 @@ def main() -> None:
     if not args.skip_secagg:
         secagg = dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, secure_aggregation=True))
         modes.append(("deployed-secagg", secagg))
+    modes = [(m, p) for m, p in modes if args.modes is None or m in args.modes]
     results = []
     for mode, p in modes:
         p_path = p.save(work / f"plan-{mode}.toml")

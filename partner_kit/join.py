@@ -26,6 +26,8 @@ from data_prep.console import console
 from data_prep.errors import InputError
 from partner_kit.federated import PartnerConfig, check_plans
 
+POLL_S = 0.2  # a warm SuperNode's idle pull interval (Flower's own SuperNode: 3 s)
+
 
 def _exe(name: str) -> str:
     candidate = Path(sys.executable).parent / name
@@ -62,8 +64,11 @@ def supernode_command(cfg: PartnerConfig, superlink: str, *, port: int, insecure
         raise InputError("joining over TLS needs --root-certificates (the consortium's CA certificate); "
                          "--insecure is for loopback tests only")
     security = ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
-    isolation = ["--isolation", "process"] if warm else []
-    return [_exe("flower-supernode"), *security, "--superlink", superlink, "--port", str(port), *isolation,
+    # warm: our entry point (Flower's SuperNode polling every POLL_S, partner_kit.supernode) in process
+    # isolation, so partner_kit.warm_exec can take SuperExec's place; cold: Flower's defaults throughout.
+    node = [sys.executable, "-m", "partner_kit.supernode", "--poll-interval", str(POLL_S), "--isolation",
+            "process"] if warm else [_exe("flower-supernode")]
+    return [*node, *security, "--superlink", superlink, "--port", str(port),
             "--node-config", format_node_config(cfg.to_node_config())]
 
 
@@ -77,16 +82,24 @@ def warm_exec_command(port: int, supernode_pid: int, *, insecure: bool = True,
 
 def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path | None = None,
                     flwr_home: Path | None = None, insecure: bool = True,
-                    root_certificates: Path | None = None, warm: bool = False) -> subprocess.Popen:
+                    root_certificates: Path | None = None, warm: bool = False,
+                    threads: int | None = None) -> subprocess.Popen:
     """Start the SuperNode in its own process group (stop it with os.killpg); output to `log` if given.
 
     `warm`: the SuperNode in process isolation plus `partner_kit.warm_exec` (same process group), which forks
     each ClientApp process from an already-imported parent instead of starting Python afresh.
+    `threads`: CPU threads for the partner's training (default: torch's choice, all cores). Set it when
+    several SuperNodes share one machine: oversubscribed OpenMP threads spin against each other (measured:
+    10x slower training with three 2-thread partners on 2 cores).
     """
     check_partner(cfg)
     cmd = supernode_command(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
                             warm=warm)
     env = dict(os.environ)
+    if warm:  # how often the warm executor asks its SuperNode for a task (Flower: 1 s)
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(POLL_S / 4))
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
     if flwr_home is not None:
         env["FLWR_HOME"] = str(flwr_home)
     # The SuperNode spawns flower-superexec / flwr-clientapp from PATH: this environment's first.
@@ -129,6 +142,8 @@ def join_command(
     insecure: bool = typer.Option(False, "--insecure", help="No TLS (loopback tests only)"),
     root_certificates: Path | None = typer.Option(None, "--root-certificates",
                                                   help="The consortium's CA certificate (TLS)"),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for training (default: all "
+                                       "cores; set it when several partners share one machine)"),
     warm: bool = typer.Option(True, "--warm/--cold", help="Fork each ClientApp process from a warm parent "
                               "(--warm) or let Flower start a fresh Python per message (--cold)"),
 ) -> None:
@@ -143,7 +158,7 @@ def join_command(
     console.print(f"{name}: plan {plan.hash[:16]}… ok, prepared data ok; connecting to {superlink} "
                   "(Ctrl-C to leave)")
     proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
-                           warm=warm)
+                           warm=warm, threads=threads)
 
     def leave(signum: int, frame: object) -> None:
         raise KeyboardInterrupt

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import importlib
 import os
 import sys
 
@@ -25,6 +26,11 @@ from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExec
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 import partner_kit.client_app  # noqa: F401  (the point: import torch, Flower and the kit once, before forking)
+from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
+
+#: Modules the first round imports lazily (~1 s in every child otherwise): torch's compile machinery, pulled
+#: in by the optimizers, and Parquet for the task table. Imported, never run, so no thread pool is started.
+PRELOAD = ("torch._dynamo", "torch.optim", "pyarrow.parquet", "pandas.io.parquet")
 
 
 class ForkExecutor(SubprocessExecutor):
@@ -72,6 +78,11 @@ def main(argv: list[str] | None = None) -> None:
     ap.add_argument("--root-certificates", default=None)
     ap.add_argument("--parent-pid", type=int, default=None, help="Exit when this process (the SuperNode) exits")
     args = ap.parse_args(argv)
+    for module in PRELOAD:
+        importlib.import_module(module)
+    # Inherited by every child: its message is fetched without a 1 s backoff, its reply serialized once.
+    shorten_object_pull_backoff()
+    cache_config_record_deflate()
     executor = ForkExecutor()
     _runner.get_executor = lambda *a, **k: executor  # Flower's loop, our launcher
     _runner.run_superexec(runtime_api_address=args.runtime_api_address, insecure=args.insecure,
