@@ -1,0 +1,62 @@
+"""The operator's and the partners' commands, as typed: `consortium serve` with three `partner-kit join`."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fed_helpers import make_federation
+
+from consortium.deploy import free_port
+from consortium.ledger import verify
+
+BIN = Path(sys.executable).parent
+
+
+def _env(flwr_home: Path) -> dict[str, str]:
+    env = dict(os.environ, FLWR_HOME=str(flwr_home))
+    env["PATH"] = os.pathsep.join([str(BIN), env.get("PATH", "")])
+    return env
+
+
+@pytest.mark.slow
+def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_path):
+    fed = make_federation(tmp_path, rounds=1)
+    port, run = free_port(), tmp_path / "run"
+    serve = subprocess.Popen(
+        [BIN / "consortium", "serve", "--plan", fed.plan_path, "--out", run, "--port", str(port), "--host",
+         "127.0.0.1", "--insecure", "--timeout", "300"],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / "flwr-serve"),
+        start_new_session=True)
+    joins = {}
+    try:
+        for name, cfg in fed.partners().items():
+            joins[name] = subprocess.Popen(
+                [BIN / "partner-kit", "join", "--plan", cfg.plan, "--prepared", cfg.prepared, "--model", cfg.model,
+                 "--superlink", f"127.0.0.1:{port}", "--name", name, "--insecure", "--threads", "1"],
+                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / f"flwr-{name}"),
+                start_new_session=True)
+        out, _ = serve.communicate(timeout=400)
+        assert serve.returncode == 0, out
+        assert "finished: 1 rounds" in out and "Traceback" not in out
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(serve.pid, signal.SIGTERM)
+        outputs = {}
+        for name, proc in joins.items():
+            proc.send_signal(signal.SIGINT)  # Ctrl-C: the partner leaves and stops its SuperNode
+            outputs[name] = proc.communicate(timeout=60)[0]
+    for name, text in outputs.items():
+        assert joins[name].returncode == 0, text
+        assert "plan" in text and "left the federation" in text and "Traceback" not in text
+        assert json.loads((fed.partners()[name].model / "metrics.json").read_text())["federated"]
+    assert [len(e.node_ids) for e in verify(run / "ledger.jsonl")] == [3]
+    status = subprocess.run([BIN / "consortium", "status", run, "--json"], capture_output=True, text=True,
+                            check=True)
+    assert json.loads(status.stdout)["state"] == "finished"
