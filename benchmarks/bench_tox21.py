@@ -1,17 +1,22 @@
 """Tox21 quality: the multitask network vs a per-task random forest, same scaffold folds and fingerprints.
 
 `../shared/data/raw/tox21.csv.gz` goes through `data_prep.wide.import_wide` and `data_prep.prepare.prepare`
-(ECFP6 32000 bits, 5 keyed scaffold folds), then each fold in turn is the test fold:
+(ECFP, by default radius 3 / 32000 bits / binary, 5 keyed scaffold folds), then each fold in turn is the test fold:
   network  partner_kit LocalTrainer (plan below), validation fold = next fold, early stopping on validation
-           AUC-PR, best epoch kept; optionally an ensemble of several seeds (mean probability)
+           AUC-PR, best epoch kept; optionally an ensemble of several seeds (mean probability) and a refit of
+           each seed on training + validation rows for the chosen number of epochs (`--refit`)
   forest   scikit-learn RandomForestClassifier, 200 trees, one per task, trained on all non-test rows
            (training + validation folds: the forest needs no early stopping, so it gets the extra rows)
 Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and averaged over the folds.
+The scaffold folds depend on the secret key: pass one `--key` to compare fingerprint settings on the same folds.
 
 Usage:
   .venv/bin/python benchmarks/bench_tox21.py                    # 5 folds, network + forest
   .venv/bin/python benchmarks/bench_tox21.py --folds 0 --no-forest --seeds 3
   .venv/bin/python benchmarks/bench_tox21.py --no-network --jobs 2          # the forest only
+  .venv/bin/python benchmarks/bench_tox21.py --threads 1 --jobs 1 --key KEY --work DIR \
+      --radius 2 --seeds 5 --refit                                          # the best setting found (ECFP4)
+  .venv/bin/python benchmarks/bench_tox21.py --split random ...             # random folds: context only
 """
 
 from __future__ import annotations
@@ -33,9 +38,12 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 def tox21_plan(args: argparse.Namespace):
     from consortium.plan import Plan, TrainingSpec, TrunkSpec
+    from data_prep.config import FingerprintConfig, PrepConfig
 
     return Plan(
         name="tox21-bench",
+        data=PrepConfig(fingerprint=FingerprintConfig(radius=args.radius, size=args.fp_size,
+                                                      binary=not args.counts)),
         trunk=TrunkSpec(hidden_sizes=[int(h) for h in args.hidden.split(",")], dropout=args.dropout,
                         input_dropout=args.input_dropout),
         training=TrainingSpec(learning_rate=args.lr, weight_decay=args.weight_decay, batch_fraction=0.02,
@@ -44,22 +52,25 @@ def tox21_plan(args: argparse.Namespace):
     )
 
 
-def prepare_tox21(plan, work: Path) -> Path:
+def prepare_tox21(plan, work: Path, key_file: Path | None = None) -> Path:
     from data_prep.config import plan_hash
-    from data_prep.key import generate_key
+    from data_prep.key import generate_key, key_check_hash, load_key
     from data_prep.prepare import prepare
     from data_prep.wide import import_wide
 
     inputs, out = work / "tox21-input", work / "tox21-prepared"
     manifest = out / "manifest.json"
-    # Reuse earlier preparations made with the same data sections (trunk/training settings do not matter).
-    if manifest.is_file() and json.loads(manifest.read_text()).get("data_config_hash") == plan_hash(
-            plan.data.to_dict()):
-        return out
-    plan.save(work / "plan.toml")
-    key = work / "secret.key"
+    # The scaffold folds are keyed: the same key gives the same folds, whatever the fingerprint settings.
+    key = key_file or work / "secret.key"
     if not key.exists():
         generate_key(key)
+    # Reuse an earlier preparation made with the same data sections and key (trunk/training settings do not matter).
+    if manifest.is_file():
+        made = json.loads(manifest.read_text())
+        if (made.get("data_config_hash") == plan_hash(plan.data.to_dict())
+                and made.get("key_check_hash") == key_check_hash(load_key(key))):
+            return out
+    plan.save(work / "plan.toml")
     t0 = time.perf_counter()
     import_wide(SHARED / "data" / "raw" / "tox21.csv.gz", "smiles", inputs, id_col="mol_id")
     prepare(work / "plan.toml", key, inputs, out, progress=False)
@@ -67,17 +78,45 @@ def prepare_tox21(plan, work: Path) -> Path:
     return out
 
 
-def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int]) -> tuple[np.ndarray, dict]:
-    from partner_kit.training import LocalTrainer, train_early_stopping
+def random_folds(data, n_folds: int, seed: int) -> np.ndarray:
+    """A seeded random assignment of the rows to `n_folds` folds of equal size (context only, not the protocol)."""
+    rng = np.random.default_rng(seed)
+    return (rng.permutation(data.n_rows) % n_folds).astype(np.int8)
+
+
+def without_validation_fold(data, valid_fold: int, test_fold: int, n_folds: int):
+    """A shallow copy of `data` whose validation-fold rows join a training fold (the validation fold is empty)."""
+    import copy
+
+    folds = np.asarray(data.folds).copy()
+    folds[folds == valid_fold] = next(f for f in range(n_folds) if f not in (valid_fold, test_fold))
+    merged = copy.copy(data)
+    merged.folds = folds
+    return merged
+
+
+def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
+                  refit: bool = False) -> tuple[np.ndarray, dict]:
+    """Test-fold probabilities, mean over seeds. Each seed: early stopping on the validation fold (next fold);
+    with `refit`, a fresh model with the same seed is then trained on training + validation rows for the number
+    of epochs early stopping chose (the test fold is never used for training or selection)."""
+    from partner_kit.training import LocalTrainer, derive_seed, train_early_stopping
 
     rows = np.flatnonzero(data.folds == test_fold)
+    valid_fold = (test_fold + 1) % n_folds
+    merged = without_validation_fold(data, valid_fold, test_fold, n_folds) if refit else None
     probs, info = [], []
     for seed in seeds:
         t0 = time.perf_counter()
-        trainer = LocalTrainer(plan, data, valid_fold=(test_fold + 1) % n_folds, test_fold=test_fold, seed=seed)
+        trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
         run = train_early_stopping(trainer, plan.training.max_epochs, plan.training.patience)
+        if refit:
+            trainer = LocalTrainer(plan, merged, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
+            for epoch in range(run["best_epoch"] + 1):
+                trainer.train_epoch(derive_seed(seed, epoch))
         probs.append(trainer.predict_rows(rows)[0])
-        info.append({"seed": seed, "best_epoch": run["best_epoch"], "seconds": time.perf_counter() - t0})
+        info.append({"seed": seed, "best_epoch": run["best_epoch"], "seconds": round(time.perf_counter() - t0, 1),
+                     "auc_roc": round(float(np.nanmean(test_auc(data, test_fold, probs[-1]))), 4)})
     return np.mean(probs, axis=0), {"runs": info}
 
 
@@ -116,18 +155,31 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, nargs="+", default=None, help="test folds (default: all)")
     ap.add_argument("--seeds", type=int, default=1, help="network ensemble size (seeds 0..n-1)")
-    ap.add_argument("--hidden", default="2000")
+    ap.add_argument("--hidden", default="2000", help="hidden sizes, comma-separated (e.g. 2000,1000)")
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--input-dropout", type=float, default=0.2)
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--weight-decay", type=float, default=0.0)
     ap.add_argument("--max-epochs", type=int, default=40)
     ap.add_argument("--patience", type=int, default=5)
+    ap.add_argument("--refit", action="store_true",
+                    help="after early stopping, retrain each seed on training + validation rows for the chosen "
+                         "number of epochs (the forest also trains on both)")
+    ap.add_argument("--radius", type=int, default=3, help="ECFP radius (3 = ECFP6, 2 = ECFP4)")
+    ap.add_argument("--fp-size", type=int, default=32000, help="folded fingerprint size")
+    ap.add_argument("--counts", action="store_true", help="count fingerprints instead of binary")
+    ap.add_argument("--split", choices=("scaffold", "random"), default="scaffold",
+                    help="scaffold: the prepared keyed scaffold folds (the protocol); random: rows reassigned "
+                         "to folds at random (seeded; for comparison with random-split literature only)")
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=-1, help="forest worker threads")
     ap.add_argument("--no-forest", action="store_true")
     ap.add_argument("--no-network", action="store_true")
     ap.add_argument("--work", type=Path, default=None, help="keep imported/prepared data here")
+    ap.add_argument("--key", type=Path, default=None,
+                    help="secret key file for preparation (created if missing; default: WORK/secret.key); "
+                         "share one key between fingerprint settings so their scaffold folds are identical")
+    ap.add_argument("--json", type=Path, default=None, help="also write the per-fold, per-task AUC-ROCs here")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
     args = ap.parse_args()
 
@@ -142,20 +194,26 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tox21-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        data = PreparedData.load(prepare_tox21(plan, work))
+        data = PreparedData.load(prepare_tox21(plan, work, args.key))
         data.manifest["plan_hash"] = plan.hash   # same data sections; only trunk/training settings vary
         n_folds = plan.data.folds.n_folds
+        if args.split == "random":
+            data.folds = random_folds(data, n_folds, seed=0)
         folds = args.folds if args.folds is not None else list(range(n_folds))
         names = data.tasks["input_assay_id"].astype(str).tolist()
         print(f"machine: {machine()}")
-        print(f"Tox21: {data.n_rows} structures, {len(names)} tasks; network plan: hidden {plan.trunk.hidden_sizes}, "
-              f"dropout {plan.trunk.dropout}, input dropout {plan.trunk.input_dropout}, lr "
-              f"{plan.training.learning_rate}, {args.seeds} seed(s)\n", flush=True)
+        fp = plan.data.fingerprint
+        print(f"Tox21: {data.n_rows} structures, {len(names)} tasks, {args.split} folds; ECFP{2 * fp.radius} "
+              f"{fp.size} bits {'binary' if fp.binary else 'counts'}; network plan: hidden "
+              f"{plan.trunk.hidden_sizes}, dropout {plan.trunk.dropout}, input dropout {plan.trunk.input_dropout}, "
+              f"lr {plan.training.learning_rate}, weight decay {plan.training.weight_decay}, patience "
+              f"{plan.training.patience}, {args.seeds} seed(s){', refit on train + valid' if args.refit else ''}\n",
+              flush=True)
         results = {"network": [], "forest": []}
         for fold in folds:
             line = f"fold {fold}:"
             if not args.no_network:
-                probs, info = network_probs(plan, data, fold, n_folds, list(range(args.seeds)))
+                probs, info = network_probs(plan, data, fold, n_folds, list(range(args.seeds)), args.refit)
                 net = test_auc(data, fold, probs)
                 results["network"].append(net)
                 line += f" network mean AUC-ROC {np.nanmean(net):.4f} ({info['runs']})"
@@ -177,6 +235,11 @@ def main() -> None:
         for m, t in table.items():
             per_fold = ", ".join(f"{np.nanmean(row):.4f}" for row in t)
             print(f"  {m}: per test fold {per_fold}")
+        if args.json:
+            args.json.write_text(json.dumps({
+                "args": {k: str(v) for k, v in vars(args).items()}, "folds": folds, "tasks": assay_names,
+                "auc_roc": {m: t.tolist() for m, t in table.items()},
+                "mean": {m: float(np.nanmean(t)) for m, t in table.items()}}, indent=1))
 
 
 def _assay_names(work: Path, ids: list[str]) -> list[str]:
