@@ -65,23 +65,27 @@ def find_input(directory: str | Path, name: str) -> Path:
     return found[0]
 
 
-def read_table(path: str | Path, name: str) -> InputTable:
-    """Read one input file as strings ('' for empty cells), checking it is readable, non-empty and complete."""
-    path = Path(path)
+def read_text_frame(path: Path, *, header: str) -> pd.DataFrame:
+    """A CSV/CSV.gz (every cell as text, '' when empty) or Parquet table; an empty or unreadable file becomes
+    an InputError naming it. `header` says what the file's header needs, for the empty-file message."""
     try:
         if path.name.endswith(".parquet"):
-            frame = pd.read_parquet(path)
-            frame = frame.astype("string").fillna("").astype(object)
-        else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
+            return pd.read_parquet(path)
+        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False, encoding="utf-8")
     except pd.errors.EmptyDataError:
-        raise InputError(
-            f"{path.name} is empty; it needs a header line with the columns {', '.join(REQUIRED[name])}"
-        ) from None
+        raise InputError(f"{path.name} is empty; {header}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path.name} is not UTF-8 text; save it as UTF-8 CSV") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+
+
+def read_table(path: str | Path, name: str) -> InputTable:
+    """Read one input file as strings ('' for empty cells), checking it is readable, non-empty and complete."""
+    path = Path(path)
+    frame = read_text_frame(path, header=f"it needs a header line with the columns {', '.join(REQUIRED[name])}")
+    if path.name.endswith(".parquet"):
+        frame = frame.astype("string").fillna("").astype(object)
     frame.columns = [str(c).strip() for c in frame.columns]
     missing = [c for c in REQUIRED[name] if c not in frame.columns]
     if missing:

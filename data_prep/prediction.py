@@ -17,6 +17,7 @@ import scipy.sparse as sp
 from data_prep.atomic import write_atomic
 from data_prep.errors import InputError
 from data_prep.fingerprint import keyed_csr
+from data_prep.io import read_text_frame
 from data_prep.parallel import compute_records
 from data_prep.prepare import resolve_config, resolve_key
 
@@ -26,14 +27,7 @@ def read_frame(path: str | Path, smiles_col: str = "smiles") -> pd.DataFrame:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"input file {path} not found")
-    try:
-        if path.name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path.name} is empty; expected a header with a {smiles_col!r} column") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+    return read_text_frame(path, header=f"expected a header with a {smiles_col!r} column")
 
 
 def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:

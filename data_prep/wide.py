@@ -17,20 +17,13 @@ import pandas as pd
 from data_prep.atomic import write_atomic
 from data_prep.config import ASSAY_TYPES
 from data_prep.errors import InputError
-from data_prep.io import T0_OPTIONAL
+from data_prep.io import T0_OPTIONAL, read_text_frame
 
 
 def read_wide(path: Path) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"wide table {path} not found")
-    try:
-        if path.name.endswith(".parquet"):
-            return pd.read_parquet(path)
-        return pd.read_csv(path, dtype=str, keep_default_na=False, na_filter=False)
-    except pd.errors.EmptyDataError:
-        raise InputError(f"{path.name} is empty; expected a header with a SMILES column and assay columns") from None
-    except (pd.errors.ParserError, UnicodeDecodeError, ValueError, OSError) as exc:
-        raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
+    return read_text_frame(path, header="expected a header with a SMILES column and assay columns")
 
 
 def import_wide(
