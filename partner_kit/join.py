@@ -25,8 +25,7 @@ from consortium.plan import Plan
 from data_prep.console import console
 from data_prep.errors import InputError
 from partner_kit.federated import PartnerConfig, check_plans
-
-POLL_S = 0.2  # a warm SuperNode's idle pull interval (Flower's own SuperNode: 3 s)
+from partner_kit.supernode import DEFAULT_POLL_S
 
 
 def _exe(name: str) -> str:
@@ -64,10 +63,10 @@ def supernode_command(cfg: PartnerConfig, superlink: str, *, port: int, insecure
         raise InputError("joining over TLS needs --root-certificates (the consortium's CA certificate); "
                          "--insecure is for loopback tests only")
     security = ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
-    # warm: our entry point (Flower's SuperNode polling every POLL_S, partner_kit.supernode) in process
+    # warm: our entry point (Flower's SuperNode polling every DEFAULT_POLL_S, partner_kit.supernode) in process
     # isolation, so partner_kit.warm_exec can take SuperExec's place; cold: Flower's defaults throughout.
-    node = [sys.executable, "-m", "partner_kit.supernode", "--poll-interval", str(POLL_S), "--isolation",
-            "process"] if warm else [_exe("flower-supernode")]
+    node = ([sys.executable, "-m", "partner_kit.supernode", "--isolation", "process"] if warm
+            else [_exe("flower-supernode")])
     return [*node, *security, "--superlink", superlink, "--port", str(port),
             "--node-config", format_node_config(cfg.to_node_config())]
 
@@ -97,7 +96,7 @@ def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path 
                             warm=warm)
     env = dict(os.environ)
     if warm:  # how often the warm executor asks its SuperNode for a task (Flower: 1 s)
-        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(POLL_S / 4))
+        env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(DEFAULT_POLL_S / 4))
     if threads:
         env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(int(threads))
     if flwr_home is not None:

@@ -12,6 +12,7 @@ same node). A pull is one small HTTP call to the SuperLink, so a few per second 
 
 from __future__ import annotations
 
+import argparse
 import sys
 
 from consortium.flower_tuning import cap_supernode_waits, shorten_object_pull_backoff
@@ -21,20 +22,12 @@ DEFAULT_POLL_S = 0.2
 
 def split_poll_interval(argv: list[str]) -> tuple[float, list[str]]:
     """Take `--poll-interval S` out of the argument list; the rest is flower-supernode's."""
-    rest, cap, i = [], DEFAULT_POLL_S, 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg == "--poll-interval" and i + 1 < len(argv):
-            cap, i = float(argv[i + 1]), i + 2
-            continue
-        if arg.startswith("--poll-interval="):
-            cap = float(arg.split("=", 1)[1])
-        else:
-            rest.append(arg)
-        i += 1
-    if not cap > 0:
+    ap = argparse.ArgumentParser(add_help=False, allow_abbrev=False)
+    ap.add_argument("--poll-interval", type=float, default=DEFAULT_POLL_S)
+    known, rest = ap.parse_known_args(argv)
+    if not known.poll_interval > 0:
         raise SystemExit("--poll-interval must be a positive number of seconds")
-    return cap, rest
+    return known.poll_interval, rest
 
 
 def main() -> None:
