@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -36,9 +36,12 @@ class LedgerEntry:
     losses: list[float]
     trunk_sha256: str
     prev_sha256: str
+    #: Replies left out of this round, with the reason (node id: why); omitted from the line when none.
+    refused: list[str] = field(default_factory=list)
 
     def to_line(self) -> bytes:
-        return json.dumps(self.__dict__, sort_keys=True, separators=(",", ":")).encode()
+        fields = {k: v for k, v in self.__dict__.items() if not (k == "refused" and not v)}
+        return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
 def line_sha256(line: bytes) -> str:
@@ -59,7 +62,7 @@ class Ledger:
         return entries[-1].round if entries else 0
 
     def append(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
-               losses: list[float], trunk_sha256: str) -> LedgerEntry:
+               losses: list[float], trunk_sha256: str, refused: list[str] | None = None) -> LedgerEntry:
         entries = self.entries()  # verifies the chain before extending it
         if entries and round != entries[-1].round + 1:
             raise LedgerError(f"{self.path}: round {round} does not follow the last recorded round "
@@ -69,6 +72,7 @@ class Ledger:
             round=int(round), time=datetime.now(UTC).isoformat(timespec="seconds"), plan_hash=plan_hash,
             node_ids=[int(n) for n in node_ids], examples=[int(e) for e in examples],
             losses=[float(x) for x in losses], trunk_sha256=trunk_sha256, prev_sha256=prev,
+            refused=[str(r) for r in refused or []],
         )
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as fh:

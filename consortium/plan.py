@@ -18,6 +18,7 @@ from data_prep.errors import InputError
 
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
+TRUNK_OPTIMIZER_MODES = ("keep", "reset")
 
 
 @dataclass(frozen=True)
@@ -61,8 +62,24 @@ class FederationSpec:
     secagg_clipping_range: float = 8.0
     secagg_quantization_range: int = 4194304
     fp16_wire: bool = False
+    #: Largest training-example count a reply may claim (FedAvg weight): a partner cannot outweigh the rest.
+    max_examples: int = 10_000_000
+    #: Largest update a reply may make, as a multiple of the sent trunk's L2 norm (1e30 weights are refused).
+    max_update_norm: float = 100.0
+    #: "keep": each partner's trunk-optimizer moments persist across rounds (private state); "reset": fresh Adam
+    #: on every averaged trunk (the old behaviour, kept to measure the difference).
+    trunk_optimizer: str = "keep"
 
     def __post_init__(self) -> None:
+        if self.trunk_optimizer not in TRUNK_OPTIMIZER_MODES:
+            raise InputError(f"plan: federation.trunk_optimizer '{self.trunk_optimizer}' unknown; use one of "
+                             f"{TRUNK_OPTIMIZER_MODES}")
+        if isinstance(self.max_examples, bool) or not isinstance(self.max_examples, int) or self.max_examples < 1:
+            raise InputError(f"plan: federation.max_examples must be a positive integer, got {self.max_examples!r}")
+        if isinstance(self.max_update_norm, bool) or not isinstance(self.max_update_norm, int | float) \
+                or not 0 < self.max_update_norm < float("inf"):
+            raise InputError("plan: federation.max_update_norm must be a positive finite number, "
+                             f"got {self.max_update_norm!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
         if self.rounds < 1 or self.min_partners < 1:

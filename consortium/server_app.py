@@ -93,6 +93,7 @@ class RunRecorder:
             "started": _now(),
         }
         self._t = time.perf_counter()
+        self._refused_now: list[str] = []  # refused at the message level since the last ledger line
         self.write()
 
     def write(self, **changes: Any) -> None:
@@ -108,6 +109,7 @@ class RunRecorder:
 
     def on_refused(self, node_id: int, reason: str) -> None:
         log.warning("refused reply from node %s: %s", node_id, reason)
+        self._refused_now.append(f"node {node_id}: {reason}")
         self.write(refused=[*self.status["refused"], f"node {node_id}: {reason}"])
 
     def on_round(self, result: RoundResult) -> None:
@@ -115,8 +117,9 @@ class RunRecorder:
         self.ledger.append(
             round=result.round, plan_hash=self.s.plan.hash, node_ids=[u.node_id for u in result.updates],
             examples=[u.examples for u in result.updates], losses=[u.loss for u in result.updates],
-            trunk_sha256=trunk_sha256(result.trunk),
+            trunk_sha256=trunk_sha256(result.trunk), refused=[*self._refused_now, *result.refused],
         )
+        self._refused_now = []
         now = time.perf_counter()
         total = sum(u.examples for u in result.updates)
         loss = sum(u.examples * u.loss for u in result.updates) / total

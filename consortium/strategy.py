@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -112,6 +113,45 @@ def check_trunk(arrays: list[np.ndarray], plan: Plan, dtypes: Iterable[np.dtype]
             raise ReplyRefused(f"array for {name} holds NaN or infinite values")
 
 
+def check_update(arrays: list[np.ndarray], sent: list[np.ndarray], plan: Plan) -> None:
+    """Refuse an update larger than `federation.max_update_norm` times the sent trunk's norm.
+
+    Finite but huge weights (1e30) or a scaled-up "model replacement" would otherwise dominate the average.
+    """
+    delta = 0.0
+    base = 0.0
+    for arr, ref in zip(arrays, sent, strict=True):
+        ref32 = np.asarray(ref, dtype=np.float32).ravel()
+        diff = np.asarray(arr, dtype=np.float32).ravel() - ref32
+        delta += float(np.dot(diff.astype(np.float64), diff))
+        base += float(np.dot(ref32.astype(np.float64), ref32))
+    bound = plan.federation.max_update_norm * max(math.sqrt(base), 1.0)
+    norm = math.sqrt(delta) if math.isfinite(delta) else math.inf
+    if not norm <= bound:
+        raise ReplyRefused(f"update norm {norm:.4g} exceeds federation.max_update_norm "
+                           f"{plan.federation.max_update_norm:g} x the sent trunk's norm ({bound:.4g})")
+
+
+def check_count(value: object, plan: Plan, what: str = "example count", minimum: int = 1) -> int:
+    """An example count is a plain integer between `minimum` and the plan's `federation.max_examples`."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer):
+        raise ReplyRefused(f"{what} is {type(value).__name__}, not an integer")
+    cap = plan.federation.max_examples
+    if not minimum <= int(value) <= cap:
+        raise ReplyRefused(f"{what} {value} is outside {minimum}..{cap} (federation.max_examples)")
+    return int(value)
+
+
+def check_loss(value: object, what: str = "loss") -> float:
+    """The one scalar a partner reports: a finite number, never text, bytes or NaN."""
+    if isinstance(value, bool) or not isinstance(value, int | float | np.floating | np.integer):
+        raise ReplyRefused(f"{what} is {type(value).__name__}, not a number; only one finite loss may leave "
+                           "a partner")
+    if not math.isfinite(float(value)):
+        raise ReplyRefused(f"{what} is {value}, not a finite number")
+    return float(value)
+
+
 def _decode(blobs: list[bytes]) -> list[np.ndarray]:
     from flwr.common import bytes_to_ndarray  # np.load(allow_pickle=False) under the hood
 
@@ -133,6 +173,7 @@ def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
         if set(configs["getpropertiesres.properties"]) != {"num_examples"}:
             raise ReplyRefused(f"properties reply reports {sorted(configs['getpropertiesres.properties'])}; "
                                "only num_examples may leave a partner")
+        check_count(configs["getpropertiesres.properties"]["num_examples"], plan)
         return
     prefix = "evaluateres" if message_type.startswith("evaluate") else "fitres"
     is_result = f"{prefix}.num_examples" in metrics
@@ -154,12 +195,20 @@ def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
         return
     if set(metrics[f"{prefix}.num_examples"]) != {"num_examples"}:
         raise ReplyRefused("example-count record holds other keys")
+    # evaluate: validation rows, which a partner may lack; fit: training examples, the FedAvg weight.
+    check_count(metrics[f"{prefix}.num_examples"]["num_examples"], plan, minimum=int(prefix == "fitres"))
     reported = set(configs[f"{prefix}.metrics"])
     if not reported <= ALLOWED_METRICS:
         raise ReplyRefused(f"reply reports {sorted(reported - ALLOWED_METRICS)}; only {sorted(ALLOWED_METRICS)} "
                            "may leave a partner (per-task metrics stay local)")
     if prefix == "evaluateres":
+        if set(metrics["evaluateres.loss"]) != {"loss"}:
+            raise ReplyRefused("loss record holds other keys")
+        check_loss(metrics["evaluateres.loss"]["loss"])
         return
+    if "loss" not in reported:
+        raise ReplyRefused("reply reports no loss")
+    check_loss(configs["fitres.metrics"]["loss"])
     record = arrays["fitres.parameters"]
     if secagg:
         if len(record) != 0:
@@ -214,6 +263,7 @@ class TrunkFedAvg(FedAvg):
         self.on_final = on_final
         self.refused: list[str] = []
         self.max_examples = 0
+        self.sent: list[np.ndarray] = to_list(plan, initial_trunk)  # the trunk replies are measured against
 
     def __repr__(self) -> str:
         return f"TrunkFedAvg(plan={self.plan.hash[:12]}, rounds={self.total_rounds})"
@@ -225,8 +275,9 @@ class TrunkFedAvg(FedAvg):
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
         rnd = server_round + self.offset
+        self.sent = parameters_to_ndarrays(parameters)
         parameters = ndarrays_to_parameters(
-            [a.astype(WIRE_DTYPES[self.plan.federation.fp16_wire]) for a in parameters_to_ndarrays(parameters)]
+            [a.astype(WIRE_DTYPES[self.plan.federation.fp16_wire]) for a in self.sent]
         )
         fit_ins = FitIns(parameters, self.round_config(rnd))
         clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_fit_clients),
@@ -257,14 +308,14 @@ class TrunkFedAvg(FedAvg):
             try:
                 if set(res.metrics) - ALLOWED_METRICS:
                     raise ReplyRefused(f"reports {sorted(set(res.metrics) - ALLOWED_METRICS)}")
-                if int(res.num_examples) <= 0:
-                    raise ReplyRefused("reports no training examples")
+                examples = check_count(res.num_examples, self.plan)
+                loss = check_loss(res.metrics.get("loss"))
                 arrays = None
                 if not secagg:
                     arrays = parameters_to_ndarrays(res.parameters)
                     check_trunk(arrays, self.plan)
-                updates.append(PartnerUpdate(int(proxy.node_id), int(res.num_examples),
-                                             float(res.metrics.get("loss", float("nan"))), arrays))
+                    check_update(arrays, self.sent, self.plan)
+                updates.append(PartnerUpdate(int(proxy.node_id), examples, loss, arrays))
             except ReplyRefused as exc:
                 refused.append(f"round {rnd}: node {proxy.node_id}: {exc}")
         self.refused.extend(refused)
@@ -295,9 +346,15 @@ class TrunkFedAvg(FedAvg):
                            failures: list[tuple[ClientProxy, EvaluateRes] | BaseException]
                            ) -> tuple[float | None, dict[str, Scalar]]:
         loss = None
-        if results:
-            total = sum(r.num_examples for _, r in results) or 1
-            loss = float(sum(r.num_examples * r.loss for _, r in results) / total)
+        valid = []
+        for proxy, res in results:  # already checked on the wire; checked again for direct callers
+            try:
+                valid.append((check_count(res.num_examples, self.plan, minimum=0), check_loss(res.loss)))
+            except ReplyRefused as exc:
+                self.refused.append(f"final evaluation: node {proxy.node_id}: {exc}")
+        if valid:
+            total = sum(n for n, _ in valid) or 1
+            loss = float(sum(n * x for n, x in valid) / total)
         if self.on_final is not None:
-            self.on_final(loss, len(results))
+            self.on_final(loss, len(valid))
         return loss, {}

@@ -30,10 +30,15 @@ def with_federation(plan: Plan, **kw) -> Plan:
     return dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, **kw))
 
 
+LOSS_CHEATS = {"text": "CC(=O)Oc1ccccc1C(=O)O", "bytes": b"CCO", "nan": float("nan"), "inf": float("inf")}
+
+
 class ScriptedPartner(NumPyClient):
     """Adds `offset` to every trunk value and reports `examples`; `cheat` adds something that must not leave.
 
     cheat: "" (honest) | "head" (an extra array) | "metric" (an extra metric key) | "shape" (a transposed array)
+    | "count" (claims 10**15 examples) | "huge" (finite 1e30 weights) | "text" / "bytes" / "nan" / "inf" (a loss
+    that is a SMILES string, bytes, NaN or infinity)
     """
 
     def __init__(self, offset: float, examples: int, cheat: str = "") -> None:
@@ -52,7 +57,11 @@ class ScriptedPartner(NumPyClient):
             metrics["auc_task_17"] = 0.9
         elif self.cheat == "shape":
             arrays[0] = arrays[0].T.copy()
-        return arrays, self.examples, metrics
+        elif self.cheat == "huge":
+            arrays = [np.full_like(a, 1e30) for a in arrays]
+        elif self.cheat in LOSS_CHEATS:
+            metrics["loss"] = LOSS_CHEATS[self.cheat]
+        return arrays, 10**15 if self.cheat == "count" else self.examples, metrics
 
     def evaluate(self, parameters, config):
         return 0.5, self.examples, {}

@@ -100,3 +100,19 @@ def test_secure_aggregation_path_gives_the_weighted_average_within_quantization(
     assert status["secure_aggregation"] and status["round"] == 2
     entries = verify(tmp_path / "run" / "ledger.jsonl")
     assert sorted(entries[1].examples) == [10, 20, 30]
+
+
+@pytest.mark.parametrize("cheat", ["count", "huge", "text", "bytes", "nan", "inf"])
+def test_reply_smuggling_text_or_outweighing_the_rest_is_refused_recorded_and_the_round_goes_on(tmp_path, cheat):
+    plan = tiny_plan(rounds=2, min_partners=2)
+    partners = {"A": (1.0, 10, ""), "B": (4.0, 30, ""), "M": (0.5, 20, cheat)}
+    status, _ = _run(tmp_path, plan, partners)
+    start = initial_trunk(plan, plan.training.seed)
+    final = load_checkpoint(checkpoint_path(tmp_path / "run", 2), plan)
+    for name in start:  # only A and B, both rounds: 2 * (1*10 + 4*30) / 40
+        np.testing.assert_allclose(final[name], start[name] + 6.5, rtol=1e-6, atol=1e-5)
+    entries = verify(tmp_path / "run" / "ledger.jsonl")
+    node = status["partners"]["M"]
+    assert [len(e.node_ids) for e in entries] == [2, 2] and all(node not in e.node_ids for e in entries)
+    assert all(len(e.refused) == 1 and f"node {node}" in e.refused[0] for e in entries)
+    assert status["state"] == "finished" and len(status["refused"]) == 2

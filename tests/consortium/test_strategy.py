@@ -144,3 +144,71 @@ def test_aggregate_fit_fails_the_round_below_min_partners():
     res = FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(_trunk_list(plan, 1.0)), 10, {"loss": 0.1})
     with pytest.raises(RoundFailed, match="2 valid replies, the plan needs 3"):
         strategy.aggregate_fit(1, [(_Proxy(1), res), (_Proxy(2), res)], [])
+
+
+@pytest.mark.parametrize("loss", ["CC(=O)O", b"CCO", float("nan"), float("inf"), True])
+def test_check_reply_refuses_a_loss_that_is_not_a_finite_number(loss):
+    plan = tiny_plan()
+    content = _fit_content(_trunk_list(plan, 1.0), metrics={"loss": loss})
+    with pytest.raises(ReplyRefused, match="loss"):
+        check_reply(content, plan, "train")
+
+
+def test_check_reply_refuses_a_reply_without_a_loss():
+    plan = tiny_plan()
+    with pytest.raises(ReplyRefused, match="no loss"):
+        check_reply(_fit_content(_trunk_list(plan, 1.0), metrics={}), plan, "train")
+
+
+@pytest.mark.parametrize("examples", [10**15, 0, -3])
+def test_check_reply_refuses_an_example_count_outside_the_plans_cap(examples):
+    plan = tiny_plan()
+    with pytest.raises(ReplyRefused, match="max_examples"):
+        check_reply(_fit_content(_trunk_list(plan, 1.0), examples=examples), plan, "train")
+    capped = tiny_plan(max_examples=50)
+    check_reply(_fit_content(_trunk_list(capped, 1.0), examples=50), capped, "train")
+    with pytest.raises(ReplyRefused, match="51 is outside 1..50"):
+        check_reply(_fit_content(_trunk_list(capped, 1.0), examples=51), capped, "train")
+
+
+def test_check_reply_refuses_a_float_example_count():
+    plan = tiny_plan()
+    content = _fit_content(_trunk_list(plan, 1.0))
+    content.metric_records["fitres.num_examples"] = MetricRecord({"num_examples": 12.5})
+    with pytest.raises(ReplyRefused, match="float, not an integer"):
+        check_reply(content, plan, "train")
+
+
+def test_check_reply_checks_the_final_evaluation_loss_and_count():
+    from flwr.common import EvaluateRes
+    from flwr.compat.common.recorddict_compat import evaluateres_to_recorddict
+
+    plan = tiny_plan()
+    ok = evaluateres_to_recorddict(EvaluateRes(Status(FlowerCode.OK, ""), 0.4, 0, {}))
+    check_reply(ok, plan, "evaluate")  # a partner without validation rows may report 0
+    for loss, count in ((float("nan"), 3), (0.4, 10**15)):
+        bad = evaluateres_to_recorddict(EvaluateRes(Status(FlowerCode.OK, ""), loss, count, {}))
+        with pytest.raises(ReplyRefused):
+            check_reply(bad, plan, "evaluate")
+
+
+def test_aggregate_fit_refuses_huge_updates_and_huge_counts_and_goes_on():
+    plan = tiny_plan(min_partners=2)
+    seen = []
+    strategy = TrunkFedAvg(plan, initial_trunk(plan, 0), total_rounds=1, on_round=seen.append)
+    res = lambda arrays, n, loss=0.1: FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(arrays), n,  # noqa: E731
+                                             {"loss": loss})
+    start = to_list(plan, initial_trunk(plan, 0))
+    honest = [a + np.float32(0.01) for a in start]
+    huge = [np.full_like(a, 1e30) for a in start]
+    scaled = [a * np.float32(500) for a in start]  # a "model replacement": finite, plausible values, 500x norm
+    strategy.aggregate_fit(1, [(_Proxy(1), res(honest, 10)), (_Proxy(2), res(honest, 20)),
+                               (_Proxy(3), res(huge, 10)), (_Proxy(4), res(scaled, 10)),
+                               (_Proxy(5), res(honest, 10**15)), (_Proxy(6), res(honest, 10, "CCO"))], [])
+    assert [u.node_id for u in seen[0].updates] == [1, 2]
+    reasons = dict(r.split(": ", 2)[1:] for r in seen[0].refused)
+    assert set(reasons) == {"node 3", "node 4", "node 5", "node 6"}
+    assert "max_update_norm" in reasons["node 3"] and "max_update_norm" in reasons["node 4"]
+    assert "max_examples" in reasons["node 5"] and "not a number" in reasons["node 6"]
+    for arr, ref in zip(seen[0].trunk.values(), honest, strict=True):
+        np.testing.assert_allclose(arr, ref)
