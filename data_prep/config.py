@@ -80,6 +80,11 @@ class TaskRules:
     min_eval_inactives_per_fold: int = 10
     min_regression_values: int = 50
     min_regression_uncensored: int = 25
+    #: A regression task counts in evaluation on a fold only with this many uncensored values there and a
+    #: standard deviation of at least `min_eval_regression_std` (MELLODDY-TUNER's rule): R² of a near-constant
+    #: fold is meaningless and would dominate an aggregate.
+    min_eval_regression_values_per_fold: int = 10
+    min_eval_regression_std: float = 0.5
     censored_weight: float = 1.0
 
     def credible_range(self, assay_type: str) -> tuple[float, float]:

@@ -1,9 +1,10 @@
 """A partner's side of a federated round, shared by the embedded simulation and the deployed SuperNode.
 
 The computation of round r depends only on (trunk received, private state of round r-1 on disk, plan,
-round number, partner seed): heads and head-optimizer moments are reloaded from `model/federated/round-NNN/`
-in both modes, the trunk optimizer starts fresh every round (the trunk was just replaced by an average), and
-batches and dropout are seeded from the round seed the server sends. So an embedded run and a deployed run
+round number, partner seed): heads and the head and trunk optimizers' moments are reloaded from
+`model/federated/round-NNN/` in both modes (the trunk moments are the partner's own gradient history, private,
+never sent; `federation.trunk_optimizer = "reset"` restarts them every round instead), and batches and dropout
+are seeded from the round seed the server sends. So an embedded run and a deployed run
 (a fresh ClientApp process per message) produce the same trunks, and a resumed run continues exactly.
 
 Model selection is the partner's own: when round r's averaged trunk arrives (with round r+1, or with the
@@ -28,13 +29,13 @@ from typing import Any
 
 import numpy as np
 import scipy.sparse as sp
-import torch
 
 from consortium.plan import Plan, trunk_shapes
 from data_prep.atomic import write_atomic, write_text_atomic
 from data_prep.errors import InputError
 from data_prep.prepared import PreparedData
-from partner_kit.training import LocalTrainer, derive_seed, evaluate_rows, selection_score
+from partner_kit.model_outputs import write_model_outputs
+from partner_kit.training import LocalTrainer, derive_seed, evaluate_rows
 from partner_kit.weights import load_model, save_model
 
 log = logging.getLogger("partner_kit.federated")
@@ -172,13 +173,15 @@ class FederatedPartner:
         done = sorted(int(p.name.split("-")[1]) for p in self.work.glob("round-*") if p.is_dir()
                       and p.name.split("-")[1].isdigit() and int(p.name.split("-")[1]) < before)
         t = self.trainer
-        if done and t.load_private_state(self.round_dir(done[-1])):
+        keep = self.plan.federation.trunk_optimizer == "keep"
+        if done and t.load_private_state(self.round_dir(done[-1]), trunk_optimizer=keep):
             if done[-1] != before - 1:
                 log.warning("%s: no private state of round %d; continuing from round %d", self.cfg.name,
                             before - 1, done[-1])
             return done[-1]
         t.model.heads.load_state_dict(self._initial_private)
         t.head_optimizer.load_state_dict(self._initial_head_opt)
+        t.reset_trunk_optimizer()
         t.steps_done = 0
         return 0
 
@@ -199,11 +202,13 @@ class FederatedPartner:
         sel = self._selection()
         if any(h["round"] == rnd for h in sel["history"]):
             return
-        valid = self.trainer.evaluate(self.cfg.valid_fold)
-        score = selection_score(valid)
+        score, metric, valid = self.trainer.selection(self.cfg.valid_fold)
+        sel["selection_metric"] = metric
         sel["history"].append({"round": rnd, "valid_score": None if math.isnan(score) else score,
+                               "selection_metric": metric,
                                "valid_auc_pr": _clean(valid.aggregate.get("auc_pr")),
-                               "valid_auc_roc": _clean(valid.aggregate.get("auc_roc"))})
+                               "valid_auc_roc": _clean(valid.aggregate.get("auc_roc")),
+                               "valid_r2": _clean(valid.aggregate.get("r2"))})
         best = sel["best_score"]
         if sel["best_round"] is None or (not math.isnan(score) and (best is None or score > best)):
             save_model(self.work / "best", self.trainer, plan=self.plan, tasks=self.data.tasks,
@@ -228,7 +233,6 @@ class FederatedPartner:
             self._score(restored)
         scored = time.perf_counter()
         t = self.trainer
-        t.reset_trunk_optimizer()
         seed = derive_seed(self.seed, int(config["seed"]))
         fed = self.plan.federation
         if fed.schedule == "local_epochs":
@@ -266,7 +270,7 @@ class FederatedPartner:
         self._set_trunk(arrays)
         if restored == rnd:
             self._score(rnd)
-        val_loss = self._loss(self.cfg.valid_fold)
+        val_loss = self.trainer.fold_loss(self.cfg.valid_fold)
         sel = self._selection()
         self.write_model(sel, final_round=rnd)
         return val_loss, int(self.trainer.fold_rows(self.cfg.valid_fold).size)
@@ -274,11 +278,12 @@ class FederatedPartner:
     def write_model(self, sel: dict[str, Any], final_round: int) -> dict[str, Any]:
         best_dir = self.work / "best"
         model, _ = load_model(best_dir, self.plan)
-        valid = evaluate_rows(model, self.trainer.batcher, self.data, self.trainer.fold_rows(self.cfg.valid_fold))
-        test = evaluate_rows(model, self.trainer.batcher, self.data, self.trainer.fold_rows(self.cfg.test_fold))
+        valid_rows, test_rows = (self.trainer.fold_rows(f) for f in (self.cfg.valid_fold, self.cfg.test_fold))
+        valid = evaluate_rows(model, self.trainer.batcher, self.data, valid_rows, self.plan)
+        test = evaluate_rows(model, self.trainer.batcher, self.data, test_rows, self.plan)
         metrics = {
             "federated": True, "best_round": sel["best_round"], "rounds": final_round,
-            "selection_metric": "auc_pr" if valid.aggregate.get("n_class_evaluable", 0) else "r2",
+            "selection_metric": sel.get("selection_metric", "none"),
             "valid_fold": self.cfg.valid_fold, "test_fold": self.cfg.test_fold,
             "valid": valid.aggregate, "test": test.aggregate, "test_per_task": test.to_dict()["per_task"],
             "history": sel["history"],
@@ -288,26 +293,8 @@ class FederatedPartner:
                           "valid_fold": self.cfg.valid_fold, "test_fold": self.cfg.test_fold,
                           "n_train": self.trainer.n_train,
                           "prepared_manifest": {k: self.data.manifest.get(k) for k in ("plan_hash", "key_check_hash")}})
+        write_model_outputs(self.cfg.model, model, self.trainer.batcher, self.data, valid_rows, test_rows)
         return metrics
-
-    @torch.no_grad()
-    def _loss(self, fold: int) -> float:
-        rows = self.trainer.fold_rows(fold)
-        rows = rows[(np.diff(self.trainer.batcher.y_class.indptr)[rows] > 0)
-                    | (np.diff(self.trainer.batcher.y_regr.indptr)[rows] > 0)]
-        if rows.size == 0:
-            return float("nan")
-        model = self.trainer.model
-        was = model.training
-        model.eval()
-        try:
-            total = 0.0
-            for start in range(0, rows.size, 4096):
-                chunk = rows[start:start + 4096]
-                total += float(self.trainer.loss(self.trainer.batcher.batch(chunk))) * chunk.size
-            return total / rows.size
-        finally:
-            model.train(was)
 
 
 def _clean(v: Any) -> Any:

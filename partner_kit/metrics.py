@@ -4,8 +4,11 @@ Classification: AUC-ROC, AUC-PR (average precision), calibrated AUC-PR (precisio
 positive rate, default 0.1, as MELLODDY reported it; Siblini et al. 2020), log-loss, Brier score and expected
 calibration error (10 equal-width probability bins, bins weighted by their share of the examples).
 Regression (uncensored '=' values only, since a censored value is a bound, not a measurement): RMSE, R²,
-Pearson r. Aggregates are `aggregation_weight`-weighted means over the tasks evaluable in the fold; a task
-lacking both classes (or, for regression, two distinct values) is "not evaluable": NaN with a flag, never 0.5.
+Pearson r, Spearman ρ. Aggregates are `aggregation_weight`-weighted means over the tasks evaluable in the fold;
+a task lacking both classes is "not evaluable": NaN with a flag, never 0.5. A regression task is evaluable on a
+fold only with `min_values` uncensored values and a standard deviation of at least `min_std` there (the plan's
+`tasks.min_eval_regression_*`, MELLODDY-TUNER's rule): R² of a near-constant fold (e.g. fifteen values of 11.9 and
+one of 12.0) says nothing and would dominate the aggregate.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from scipy import stats
 REFERENCE_POSITIVE_RATE = 0.1
 ECE_BINS = 10
 CLASS_METRICS = ("auc_roc", "auc_pr", "auc_pr_cal", "logloss", "brier", "ece")
-REGR_METRICS = ("rmse", "r2", "pearson_r")
+REGR_METRICS = ("rmse", "r2", "pearson_r", "spearman_r")
 _EPS = 1e-7
 
 
@@ -106,17 +109,20 @@ def classification_metrics(y: np.ndarray, prob: np.ndarray,
 
 
 def regression_metrics(y: np.ndarray, pred: np.ndarray) -> dict[str, float]:
-    """RMSE, R² and Pearson r of one task; NaN unless there are two distinct true values."""
+    """RMSE, R², Pearson r and Spearman ρ of one task; NaN unless there are two distinct true values."""
     y = np.asarray(y, dtype=np.float64)
     pred = np.asarray(pred, dtype=np.float64)
     if y.size < 2 or np.all(y == y[0]):
         return dict.fromkeys(REGR_METRICS, math.nan)
-    r = math.nan if np.all(pred == pred[0]) else float(stats.pearsonr(y, pred)[0])
+    constant = bool(np.all(pred == pred[0]))
+    r = math.nan if constant else float(stats.pearsonr(y, pred)[0])
+    rho = math.nan if constant else float(stats.spearmanr(y, pred)[0])
     sse = float(np.sum((y - pred) ** 2))
     return {
         "rmse": math.sqrt(sse / y.size),
         "r2": 1.0 - sse / float(np.sum((y - y.mean()) ** 2)),
         "pearson_r": r,
+        "spearman_r": rho,
     }
 
 
@@ -146,8 +152,12 @@ def _weighted_mean(values: pd.Series, weights: pd.Series) -> float:
 
 def evaluate_predictions(tasks: pd.DataFrame, y_class: sp.csr_matrix, prob: np.ndarray,
                          y_regr: sp.csr_matrix, y_censor: sp.csr_matrix, regr_pred: np.ndarray,
-                         reference_rate: float = REFERENCE_POSITIVE_RATE) -> Evaluation:
-    """Score dense predictions (rows x tasks) against the sparse labels of the same rows."""
+                         reference_rate: float = REFERENCE_POSITIVE_RATE, *, min_values: int = 10,
+                         min_std: float = 0.5) -> Evaluation:
+    """Score dense predictions (rows x tasks) against the sparse labels of the same rows.
+
+    `min_values` / `min_std`: the regression evaluation quorum on this fold (see the module docstring).
+    """
     class_tasks = tasks[tasks["kind"] == "classification"]
     regr_tasks = tasks[tasks["kind"] == "regression"]
     records: list[dict[str, Any]] = []
@@ -167,7 +177,10 @@ def evaluate_predictions(tasks: pd.DataFrame, y_class: sp.csr_matrix, prob: np.n
         rows, values = yr.indices[start:end], yr.data[start:end]
         censor = censor_flags[rows, j]
         exact = censor == 0
-        m = regression_metrics(values[exact], regr_pred[rows[exact], j])
+        y_exact = values[exact]
+        quorum = y_exact.size >= max(min_values, 2) and float(np.std(y_exact)) >= min_std
+        m = (regression_metrics(y_exact, regr_pred[rows[exact], j]) if quorum
+             else dict.fromkeys(REGR_METRICS, math.nan))
         records.append({"task_index": int(task["task_index"]), "kind": "regression",
                         "input_assay_id": task["input_assay_id"], "n": int(exact.sum()),
                         "n_censored": int((~exact).sum()), "evaluable": not math.isnan(m["rmse"]), **m})
@@ -183,4 +196,8 @@ def evaluate_predictions(tasks: pd.DataFrame, y_class: sp.csr_matrix, prob: np.n
     aggregate["n_class_evaluable"] = int((per_task["evaluable"] & is_class).sum())
     aggregate["n_regr_tasks"] = int((~is_class).sum())
     aggregate["n_regr_evaluable"] = int((per_task["evaluable"] & ~is_class).sum())
+    # Tasks that enter the aggregates: evaluable on this fold and with aggregation weight > 0.
+    scored = per_task["evaluable"].astype(bool) & (weights > 0)
+    aggregate["n_class_scored"] = int((scored & is_class).sum())
+    aggregate["n_regr_scored"] = int((scored & ~is_class).sum())
     return Evaluation(per_task=per_task, aggregate=aggregate)

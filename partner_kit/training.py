@@ -26,10 +26,12 @@ from partner_kit.batching import Batch, CsrBatcher, batch_size_for, epoch_batche
 from partner_kit.losses import censored_mse, masked_bce
 from partner_kit.metrics import Evaluation, evaluate_predictions
 from partner_kit.model import MultitaskModel, build_model
+from partner_kit.model_outputs import write_model_outputs
 from partner_kit.sparse_input import LazyAdam
 from partner_kit.weights import (
     HEADS_FILE,
     HEADS_OPTIMIZER_FILE,
+    TRUNK_OPTIMIZER_FILE,
     check_trunk_arrays,
     load_heads,
     load_tensors,
@@ -189,7 +191,33 @@ class LocalTrainer:
 
     def evaluate(self, fold: int) -> Evaluation:
         """Metrics of the current model on one fold (per task + aggregation-weighted)."""
-        return evaluate_rows(self.model, self.batcher, self.data, self.fold_rows(fold))
+        return evaluate_rows(self.model, self.batcher, self.data, self.fold_rows(fold), self.plan)
+
+    @torch.no_grad()
+    def fold_loss(self, fold: int) -> float:
+        """Mean training loss (dropout off) over the labelled rows of one fold; NaN if it has none."""
+        rows = self.fold_rows(fold)
+        rows = rows[(np.diff(self.batcher.y_class.indptr)[rows] > 0) | (np.diff(self.batcher.y_regr.indptr)[rows] > 0)]
+        if rows.size == 0:
+            return math.nan
+        was = self.model.training
+        self.model.eval()
+        try:
+            total = 0.0
+            for start in range(0, rows.size, EVAL_BATCH_ROWS):
+                chunk = rows[start:start + EVAL_BATCH_ROWS]
+                total += float(self.loss(self.batcher.batch(chunk))) * chunk.size
+            return total / rows.size
+        finally:
+            self.model.train(was)
+
+    def selection(self, fold: int) -> tuple[float, str, Evaluation]:
+        """(score, metric name, evaluation) used to pick an epoch or round on `fold` (never the test fold)."""
+        ev = self.evaluate(fold)
+        score, metric = selection_score(ev)
+        if metric == "valid_loss":
+            score = -self.fold_loss(fold)
+        return score, metric, ev
 
     # ---- trunk exchange --------------------------------------------------------------------------------------
     def get_trunk(self) -> dict[str, np.ndarray]:
@@ -204,27 +232,52 @@ class LocalTrainer:
 
     # ---- private state (heads never leave the partner) -----------------------------------------------------
     def save_private_state(self, model_dir: Path) -> None:
-        """Heads + head optimizer moments (safetensors) and step count (json), each written atomically."""
+        """Heads, head and trunk optimizer moments (safetensors) and step count (json), each written atomically.
+
+        The trunk optimizer's moments are private too: they are the partner's own gradient history. Keeping them
+        across rounds matters: Adam restarted from zero moves every touched weight by about the learning rate on
+        its first steps, whatever the gradient's size, so a restart each round undoes much of the average.
+        """
         model_dir = Path(model_dir)
         model_dir.mkdir(parents=True, exist_ok=True)
         save_tensors(model_dir / HEADS_FILE, self.model.heads.state_dict(), {"plan_hash": self.plan.hash})
         tensors, groups = _optimizer_tensors(self.head_optimizer)
         save_tensors(model_dir / HEADS_OPTIMIZER_FILE, tensors)
+        trunk_tensors: dict[str, torch.Tensor] = {}
+        trunk_groups = []
+        for i, opt in enumerate(self.trunk_optimizers):
+            t_tensors, t_groups = _optimizer_tensors(opt)
+            trunk_tensors.update({f"{i}.{k}": v for k, v in t_tensors.items()})
+            trunk_groups.append(t_groups)
+        save_tensors(model_dir / TRUNK_OPTIMIZER_FILE, trunk_tensors)
         write_text_atomic(model_dir / PRIVATE_STATE_JSON, json.dumps({
             "plan_hash": self.plan.hash, "steps_done": self.steps_done, "param_groups": groups,
+            "trunk_param_groups": trunk_groups,
         }, indent=2) + "\n")
 
-    def load_private_state(self, model_dir: Path) -> bool:
-        """Restore heads (and head optimizer moments if saved); False when `model_dir` has no heads yet."""
+    def load_private_state(self, model_dir: Path, trunk_optimizer: bool = True) -> bool:
+        """Restore heads and the optimizers' moments as saved; False when `model_dir` has no heads yet.
+
+        The trunk optimizer starts fresh when `trunk_optimizer` is False or nothing of it was saved.
+        """
         model_dir = Path(model_dir)
         if not (model_dir / HEADS_FILE).is_file():
             return False
         load_heads(self.model, model_dir / HEADS_FILE)
+        self.reset_trunk_optimizer()
         opt_path, meta_path = model_dir / HEADS_OPTIMIZER_FILE, model_dir / PRIVATE_STATE_JSON
         if opt_path.is_file() and meta_path.is_file():
             meta = json.loads(meta_path.read_text())
             _load_optimizer_tensors(self.head_optimizer, load_tensors(opt_path), meta["param_groups"])
             self.steps_done = int(meta.get("steps_done", 0))
+            trunk_path, trunk_groups = model_dir / TRUNK_OPTIMIZER_FILE, meta.get("trunk_param_groups")
+            if trunk_optimizer and trunk_path.is_file() and trunk_groups is not None:
+                if len(trunk_groups) != len(self.trunk_optimizers):
+                    raise InputError(f"{trunk_path}: saved trunk optimizer state does not fit this model")
+                saved = load_tensors(trunk_path)
+                for i, (opt, opt_groups) in enumerate(zip(self.trunk_optimizers, trunk_groups, strict=True)):
+                    own = {k.split(".", 1)[1]: v for k, v in saved.items() if k.split(".", 1)[0] == str(i)}
+                    _load_optimizer_tensors(opt, own, opt_groups, what="trunk")
         return True
 
     # ---- snapshots for early stopping ------------------------------------------------------------------------
@@ -246,7 +299,7 @@ def _optimizer_tensors(opt: torch.optim.Optimizer) -> tuple[dict[str, torch.Tens
 
 
 def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch.Tensor],
-                            groups: list[dict[str, Any]]) -> None:
+                            groups: list[dict[str, Any]], what: str = "head") -> None:
     state: dict[int, dict[str, torch.Tensor]] = {}
     for name, value in tensors.items():
         _, idx, key = name.split(".", 2)
@@ -256,11 +309,11 @@ def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
-        raise InputError(f"saved head optimizer state does not fit this model ({exc})") from None
+        raise InputError(f"saved {what} optimizer state does not fit this model ({exc})") from None
     own = {id(p): p for g in opt.param_groups for p in g["params"]}
     for p, st in opt.state.items():
         if id(p) in own and "exp_avg" in st and st["exp_avg"].shape != p.shape:
-            raise InputError("saved head optimizer state does not fit this partner's heads (task count differs)")
+            raise InputError(f"saved {what} optimizer state does not fit this partner's model (shapes differ)")
 
 
 @torch.no_grad()
@@ -275,17 +328,33 @@ def predict_rows(model: MultitaskModel, batcher: CsrBatcher, rows: np.ndarray) -
     return np.concatenate(probs), np.concatenate(regrs)
 
 
-def evaluate_rows(model: MultitaskModel, batcher: CsrBatcher, data: PreparedData, rows: np.ndarray) -> Evaluation:
+def evaluate_rows(model: MultitaskModel, batcher: CsrBatcher, data: PreparedData, rows: np.ndarray,
+                  plan: Plan | None = None) -> Evaluation:
     prob, regr = predict_rows(model, batcher, rows)
+    rules = plan.data.tasks if plan is not None else None
+    quorum = ({"min_values": rules.min_eval_regression_values_per_fold, "min_std": rules.min_eval_regression_std}
+              if rules is not None else {})
     return evaluate_predictions(data.tasks, batcher.y_class[rows], prob, batcher.y_regr[rows],
-                                batcher.y_censor[rows], regr)
+                                batcher.y_censor[rows], regr, **quorum)
 
 
-def selection_score(ev: Evaluation) -> float:
-    """Early-stopping score: aggregation-weighted AUC-PR; R² for regression-only partners."""
-    if ev.aggregate.get("n_class_evaluable", 0):
-        return ev.aggregate["auc_pr"]
-    return ev.aggregate.get("r2", math.nan)
+def selection_score(ev: Evaluation) -> tuple[float, str]:
+    """The model-selection signal of a validation evaluation, and its name; it always has one.
+
+    Every task that enters the aggregates counts, of both kinds: the task-count-weighted mean of the aggregated
+    AUC-PR (classification) and R² (regression), so a hybrid partner's twenty regression tasks are not ignored
+    for one classification task. With no such task the caller falls back to the validation loss
+    ("valid_loss": the score returned here is NaN and `LocalTrainer.selection` fills in −loss).
+    """
+    agg = ev.aggregate
+    n_class, n_regr = int(agg.get("n_class_scored", 0)), int(agg.get("n_regr_scored", 0))
+    if n_class and n_regr:
+        return (n_class * agg["auc_pr"] + n_regr * agg["r2"]) / (n_class + n_regr), "auc_pr+r2"
+    if n_class:
+        return agg["auc_pr"], "auc_pr"
+    if n_regr:
+        return agg["r2"], "r2"
+    return math.nan, "valid_loss"
 
 
 def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
@@ -294,7 +363,7 @@ def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
 
     Returns {"best_epoch", "best_score", "history"}; epoch e is shuffled by `derive_seed(trainer.seed, e)`.
     """
-    best_score, best_epoch, best_state, history = -math.inf, -1, None, []
+    best_score, best_epoch, best_state, history, metric = -math.inf, -1, None, [], "none"
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:
@@ -303,20 +372,19 @@ def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
             t0 = time.perf_counter()
             loss = trainer.train_epoch(derive_seed(trainer.seed, epoch))
             seconds = time.perf_counter() - t0
-            valid = trainer.evaluate(trainer.valid_fold)
-            score = selection_score(valid)
+            score, metric, valid = trainer.selection(trainer.valid_fold)
             history.append({"epoch": epoch, "loss": loss, "valid_auc_pr": valid.aggregate["auc_pr"],
-                            "valid_score": score, "seconds": seconds})
+                            "valid_r2": valid.aggregate["r2"], "valid_score": score, "seconds": seconds})
             if best_state is None or (not math.isnan(score) and score > best_score):
                 best_score = score if not math.isnan(score) else best_score
                 best_epoch, best_state = epoch, trainer.snapshot()
-            bar.update(task, advance=1, info=f"loss {loss:.4f}  valid AUC-PR {valid.aggregate['auc_pr']:.4f}  "
+            bar.update(task, advance=1, info=f"loss {loss:.4f}  valid {metric} {score:.4f}  "
                                              f"best {best_score:.4f} @ {best_epoch}")
             if epoch - best_epoch >= patience:
                 break
     if best_state is not None:
         trainer.restore(best_state)
-    return {"best_epoch": best_epoch, "best_score": best_score, "history": history}
+    return {"best_epoch": best_epoch, "best_score": best_score, "selection_metric": metric, "history": history}
 
 
 def fit(plan: Plan, data: PreparedData, out_dir: Path, *, valid_fold: int = 1, test_fold: int = 0,
@@ -338,7 +406,7 @@ def fit(plan: Plan, data: PreparedData, out_dir: Path, *, valid_fold: int = 1, t
     metrics = {
         "best_epoch": best_epoch,
         "epochs_run": len(run["history"]),
-        "selection_metric": "auc_pr" if valid.aggregate.get("n_class_evaluable", 0) else "r2",
+        "selection_metric": run["selection_metric"],
         "valid_fold": valid_fold,
         "test_fold": test_fold,
         "n_train": trainer.n_train,
@@ -353,4 +421,6 @@ def fit(plan: Plan, data: PreparedData, out_dir: Path, *, valid_fold: int = 1, t
              "init_trunk": init_trunk is not None, "best_epoch": best_epoch,
              "prepared_manifest": {k: data.manifest.get(k) for k in ("plan_hash", "key_check_hash")}}
     save_model(out_dir, trainer, plan=plan, tasks=data.tasks, metrics=metrics, extra=extra)
+    write_model_outputs(out_dir, trainer.model, trainer.batcher, data, trainer.fold_rows(valid_fold),
+                        trainer.fold_rows(test_fold))
     return metrics

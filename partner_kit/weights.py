@@ -34,6 +34,7 @@ if TYPE_CHECKING:
 TRUNK_FILE = "trunk.safetensors"
 HEADS_FILE = "heads.safetensors"
 HEADS_OPTIMIZER_FILE = "heads_optimizer.safetensors"
+TRUNK_OPTIMIZER_FILE = "trunk_optimizer.safetensors"  # private round state, never sent
 MODEL_JSON = "model.json"
 METRICS_JSON = "metrics.json"
 FORMAT_VERSION = 1
