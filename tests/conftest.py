@@ -1,7 +1,15 @@
-"""Fixtures for every part's tests: the read-only public data in the `shared` folder beside the checkout."""
+"""Fixtures for every part's tests, and the one place that decides what happens without `../shared`.
+
+The public test data (`../shared/data`: raw MoleculeNet tables and partner consortia) sits beside the checkout in
+CI but not in a fresh clone. A test that needs it asks for the `shared_data` / `shared_dir` fixture or carries the
+`needs_shared` marker; without the folder such tests skip with one line naming it, so the rest of the suite (which
+uses `examples/` or data the tests make) still runs. `FEDQSAR_REQUIRE_SHARED=1` (set by `.ci/run`) turns the
+skip into a failure, so CI cannot go green by skipping.
+"""
 
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -17,16 +25,32 @@ SHARED = (ROOT / ".." / "shared").resolve()
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+MISSING_SHARED = (f"needs the public test data in {SHARED / 'data'} (the `shared` folder beside the checkout); "
+                  "absent here")
+
+
+def _require_shared() -> None:
+    """Skip the calling test when `../shared/data` is absent (fail instead under FEDQSAR_REQUIRE_SHARED=1)."""
+    if (SHARED / "data").is_dir():
+        return
+    if os.environ.get("FEDQSAR_REQUIRE_SHARED") == "1":
+        pytest.fail(f"FEDQSAR_REQUIRE_SHARED=1 but the test {MISSING_SHARED}", pytrace=False)
+    pytest.skip(MISSING_SHARED)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line("markers", "needs_shared: reads ../shared/data; skipped with a reason when it is absent")
+
+
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    if item.get_closest_marker("needs_shared") is not None:
+        _require_shared()
+
 
 @pytest.fixture(scope="session")
 def shared_dir() -> Path:
     """`../shared` beside the repository checkout (read-only; write outputs under tmp_path)."""
-    if not (SHARED / "data").is_dir():
-        pytest.fail(
-            f"the public test data is missing: expected {SHARED / 'data'} (the `shared` folder beside the "
-            "repository checkout, holding data/raw and data/consortia). Tests read it in place.",
-            pytrace=False,
-        )
+    _require_shared()
     return SHARED
 
 

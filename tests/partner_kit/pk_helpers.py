@@ -1,12 +1,12 @@
 """Helpers for partner_kit tests: small plans and synthetic prepared datasets with learnable labels.
 
-Synthetic data stands in for `data-prep prepare` output in unit tests; end-to-end tests use the shared consortia.
+Synthetic data stands in for `data-prep prepare` output in unit tests; end-to-end tests use the shared consortia
+(the `shared_data` fixture of tests/conftest.py, which skips when ../shared is absent).
 """
 
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -15,8 +15,6 @@ import scipy.sparse as sp
 from consortium.plan import Plan, TrainingSpec, TrunkSpec
 from data_prep.config import FingerprintConfig, PrepConfig
 from data_prep.prepared import PreparedData
-
-SHARED = Path(__file__).resolve().parents[2] / ".." / "shared"
 
 
 def small_plan(n_features: int = 256, hidden: tuple[int, ...] = (32, 16), **training) -> Plan:

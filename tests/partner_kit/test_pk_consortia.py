@@ -12,7 +12,6 @@ import math
 import numpy as np
 import pandas as pd
 import pytest
-from pk_helpers import SHARED
 from typer.testing import CliRunner
 
 from consortium.plan import Plan, TrainingSpec, TrunkSpec
@@ -20,11 +19,7 @@ from data_prep.key import generate_key
 from data_prep.prepared import PreparedData
 from partner_kit.cli import app
 
-P1 = SHARED / "data" / "consortia" / "chembl-3" / "P1"
-pytestmark = [
-    pytest.mark.slow,
-    pytest.mark.skipif(not P1.is_dir(), reason="../shared/data is not next to the checkout"),
-]
+pytestmark = pytest.mark.slow
 
 
 def _hybrid_subset(src, dst, n_assays: int = 4) -> None:
@@ -42,10 +37,10 @@ def _hybrid_subset(src, dst, n_assays: int = 4) -> None:
     t2[t2["input_compound_id"].isin(t1["input_compound_id"])].to_csv(dst / "T2.csv", index=False)
 
 
-def test_hybrid_partner_trains_and_evaluates_end_to_end_from_prepared_data(tmp_path):
+def test_hybrid_partner_trains_and_evaluates_end_to_end_from_prepared_data(tmp_path, shared_data):
     from data_prep.prepare import prepare
 
-    _hybrid_subset(P1, tmp_path / "input")
+    _hybrid_subset(shared_data / "consortia" / "chembl-3" / "P1", tmp_path / "input")
     plan = Plan(name="e2e", trunk=TrunkSpec(hidden_sizes=[64]), training=TrainingSpec(max_epochs=4, seed=3))
     plan.save(tmp_path / "plan.toml")
     generate_key(tmp_path / "secret.key")

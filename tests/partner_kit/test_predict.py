@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from pk_helpers import SHARED, make_tasks, small_plan
+from pk_helpers import make_tasks, small_plan
 from typer.testing import CliRunner
 
 from data_prep.errors import InputError
@@ -22,13 +22,13 @@ ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory):
+def trained(tmp_path_factory, shared_data):
     """A prepared directory and a model trained on it, from the first Tox21 molecules (real RDKit features)."""
     root = tmp_path_factory.mktemp("predict")
     key_path = generate_key(root / "secret.key")
     key = load_key(key_path)
     plan = small_plan(n_features=1024, hidden=(32,), max_epochs=3)
-    raw = pd.read_csv(SHARED / "data" / "raw" / "tox21.csv.gz").head(N_MOLECULES * 2)
+    raw = pd.read_csv(shared_data / "raw" / "tox21.csv.gz").head(N_MOLECULES * 2)
     x, errors = featurize_smiles(raw["smiles"].tolist(), plan.data, key)
     ok = np.flatnonzero([e is None for e in errors])[:N_MOLECULES]
     labels = raw.iloc[ok][["NR-AR", "SR-ARE"]].to_numpy()
