@@ -54,6 +54,13 @@ class RunSettings:
     secagg_max_weight: float = DEFAULT_SECAGG_MAX_WEIGHT
     mode: str = "deployed"
     on_status: Callable[[dict[str, Any]], None] | None = None
+    #: Seed of the initial trunk and of the round seeds; None = the plan's training.seed (repeat-seed studies
+    #: vary it without changing the plan, so the prepared data stays valid).
+    seed: int | None = None
+
+    @property
+    def run_seed(self) -> int:
+        return int(self.plan.training.seed if self.seed is None else self.seed)
 
 
 def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
@@ -68,7 +75,7 @@ def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
         raise InputError(f"{run_dir} was run under another plan (hash {entries[-1].plan_hash[:12]}…); "
                          "resume with the run's own plan")
     if not entries:
-        return 1, initial_trunk(plan, plan.training.seed)
+        return 1, initial_trunk(plan, settings.run_seed)
     last = entries[-1]
     trunk = load_checkpoint(checkpoint_path(run_dir, last.round), plan)
     if trunk_sha256(trunk) != last.trunk_sha256:
@@ -223,7 +230,7 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
             secagg.max_weight = float(max(u.examples for u in result.updates))
 
     strategy = TrunkFedAvg(plan, trunk, total_rounds=settings.rounds, first_round=first_round,
-                           on_round=on_round, on_final=recorder.on_final)
+                           on_round=on_round, on_final=recorder.on_final, seed=settings.run_seed)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.rounds - first_round + 1),
                            strategy=strategy)
     recorder.write(state="waiting for partners")

@@ -249,7 +249,7 @@ class TrunkFedAvg(FedAvg):
 
     def __init__(self, plan: Plan, initial_trunk: dict[str, np.ndarray], *, total_rounds: int,
                  first_round: int = 1, on_round: Callable[[RoundResult], None] | None = None,
-                 on_final: Callable[[float | None, int], None] | None = None) -> None:
+                 on_final: Callable[[float | None, int], None] | None = None, seed: int | None = None) -> None:
         n = plan.federation.min_partners
         super().__init__(
             fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
@@ -257,6 +257,7 @@ class TrunkFedAvg(FedAvg):
             initial_parameters=ndarrays_to_parameters(to_list(plan, initial_trunk)),
         )
         self.plan = plan
+        self.seed = int(plan.training.seed if seed is None else seed)
         self.total_rounds = int(total_rounds)
         self.offset = int(first_round) - 1
         self.on_round = on_round
@@ -270,7 +271,7 @@ class TrunkFedAvg(FedAvg):
 
     def round_config(self, rnd: int, final: bool = False) -> dict[str, Scalar]:
         return {"plan_hash": self.plan.hash, "round": rnd, "rounds": self.total_rounds,
-                "seed": round_seed(self.plan.training.seed, rnd), "final": final}
+                "seed": round_seed(self.seed, rnd), "final": final}
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
