@@ -60,7 +60,10 @@ def init(
     console.print(f"wrote {out} (plan hash {plan.hash[:16]}…)")
 
 
-def _partners_arg(partners: list[Path]) -> list[Path]:
+def _partners_arg(partners: list[Path] | None, more: list[Path] | None) -> list[Path]:
+    """`--partners A B C` and `--partners A --partners B`: click options take one value each, so the
+    directories after the first arrive as positional arguments (`more`) and join the list here."""
+    partners = [*(partners or []), *(more or [])]
     if not partners:
         raise typer.BadParameter("give one or more partner directories", param_hint="--partners")
     return partners
@@ -70,8 +73,10 @@ def _partners_arg(partners: list[Path]) -> list[Path]:
 @friendly_errors
 def simulate(
     plan_path: Path = typer.Option(..., "--plan", help="Consortium plan (plan.toml)"),
-    partners: list[Path] = typer.Option(..., "--partners", help="Partner input dirs (T0/T1/T2) or prepared dirs; "
-                                        "repeat the option or list them after it"),
+    partners: list[Path] | None = typer.Option(None, "--partners", help="Partner input dirs (T0/T1/T2) or prepared "
+                                               "dirs: --partners A B C, or repeat the option"),
+    more_partners: list[Path] | None = typer.Argument(None, hidden=True, metavar="[PARTNER]...",
+                                                      help="More partner dirs (after --partners)"),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, ledger, models, summary)"),
     key: Path | None = typer.Option(None, "--key", help="Partners' secret key (needed to prepare input dirs)"),
     rounds: int | None = typer.Option(None, "--rounds", help="Rounds to run (default: the plan's)"),
@@ -83,8 +88,8 @@ def simulate(
     from consortium.simulate import simulate as run_simulation
     from consortium.simulate import summary_table
 
-    result = run_simulation(plan_path, _partners_arg(partners), out, key=key, rounds=rounds, resume=resume,
-                            baseline=baseline, verbose=verbose)
+    result = run_simulation(plan_path, _partners_arg(partners, more_partners), out, key=key, rounds=rounds,
+                            resume=resume, baseline=baseline, verbose=verbose)
     st = result.status
     schedule = Plan.load(plan_path).federation.schedule
     out = Console()

@@ -158,7 +158,8 @@ class Plan:
             "# Consortium plan: public, identical at every partner, nothing secret.\n"
             f"# plan hash (content, without reference_hash): {self.hash}\n"
         )
-        return write_text_atomic(path, header + tomli_w.dumps(self.to_dict()))
+        # Public: readable by everyone (atomic writes default to owner-only 0600; secret.key stays 0600).
+        return write_text_atomic(path, header + tomli_w.dumps(self.to_dict()), mode=0o644)
 
 
 def trunk_shapes(plan: Plan) -> dict[str, tuple[int, ...]]:

@@ -83,6 +83,10 @@ def reference_hash(
         raise typer.Exit(code=1)
     if expected:
         console.print("matches the plan's reference_hash", highlight=False)
+    else:  # a bare hash says nothing on its own: tell the partner what to do with it
+        console.print("the reference hash of this plan + key + kit (above): compare it with the other partners' "
+                      "(equal hashes: same plan, key and kit; it reveals neither); the operator can record the "
+                      "agreed hash as reference_hash in plan.toml so this command checks it", highlight=False)
 
 
 @app.command("prepare-smiles")

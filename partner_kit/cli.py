@@ -6,7 +6,6 @@ import json
 import math
 from pathlib import Path
 
-import torch
 import typer
 from rich.table import Table
 
@@ -23,6 +22,8 @@ def main() -> None:
 
 def _set_threads(threads: int | None) -> None:
     if threads:
+        import torch  # here, not at the top: `partner-kit --help` must not wait for torch
+
         torch.set_num_threads(threads)
 
 
@@ -41,6 +42,7 @@ def _metric_table(title: str, columns: dict[str, dict]) -> Table:
     first = next(iter(columns.values()))
     table.caption = (f"evaluable tasks: {first.get('n_class_evaluable', 0)}/{first.get('n_class_tasks', 0)} "
                      f"classification, {first.get('n_regr_evaluable', 0)}/{first.get('n_regr_tasks', 0)} regression")
+    table.min_width = len(table.caption)  # rich wraps a caption to the table's width ("12/12 / classification")
     return table
 
 

@@ -17,15 +17,17 @@ import socket
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import typer
 
 from consortium.plan import Plan
 from data_prep.console import console
 from data_prep.errors import InputError
-from partner_kit.federated import PartnerConfig, check_plans
 from partner_kit.supernode import DEFAULT_POLL_S
+
+if TYPE_CHECKING:  # partner_kit.federated imports torch: only inside the functions, so --help stays instant
+    from partner_kit.federated import PartnerConfig
 
 
 def _exe(name: str) -> str:
@@ -48,6 +50,8 @@ def format_node_config(cfg: dict[str, Any]) -> str:
 
 def check_partner(cfg: PartnerConfig) -> Plan:
     """Everything a partner can check before joining: plan readable, prepared data made under it."""
+    from partner_kit.federated import check_plans
+
     plan = Plan.load(cfg.plan)
     manifest = Path(cfg.prepared) / "manifest.json"
     if not manifest.is_file():
@@ -123,6 +127,8 @@ def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path 
 
 def resolve(cfg: PartnerConfig) -> PartnerConfig:
     """Absolute paths: the ClientApp runs in another process and working directory."""
+    from partner_kit.federated import PartnerConfig
+
     return PartnerConfig(plan=Path(cfg.plan).resolve(), prepared=Path(cfg.prepared).resolve(),
                          model=Path(cfg.model).resolve(), name=cfg.name, seed=cfg.seed, valid_fold=cfg.valid_fold,
                          test_fold=cfg.test_fold, score_every=cfg.score_every)
@@ -147,6 +153,8 @@ def join_command(
                               "(--warm) or let Flower start a fresh Python per message (--cold)"),
 ) -> None:
     """Join a federated run: start this partner's SuperNode; heads and data stay on this machine."""
+    from partner_kit.federated import PartnerConfig
+
     cfg = resolve(PartnerConfig(plan=plan_path, prepared=prepared, model=model, name=name, seed=seed,
                                 valid_fold=valid_fold, test_fold=test_fold))
     plan = check_partner(cfg)

@@ -8,19 +8,21 @@ import typer
 
 from data_prep.atomic import write_atomic
 from data_prep.console import console, friendly_errors
-from partner_kit.predict import Predictor, read_molecules
 
 
 @friendly_errors
 def predict(
     model: Path = typer.Option(..., "--model", help="Model directory (from `train` or a federated run)"),
     key: Path = typer.Option(..., "--key", help="The consortium's secret.key"),
-    input: Path = typer.Option(..., "--input", help=".smi/.txt (SMILES [name] per line) or CSV/Parquet with `smiles`"),
+    input: Path = typer.Option(..., "--input",  # \\[: rich markup would swallow "[name]"
+                               help=".smi/.txt (SMILES \\[name] per line) or CSV/Parquet with `smiles`"),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where to write the predictions CSV"),
     prepared: Path | None = typer.Option(None, "--prepared",
                                          help="Prepared training data, for the similarity-to-training confidence"),
 ) -> None:
     """Predict per-assay activity for a file of molecules; every input row keeps its place, failures say why."""
+    from partner_kit.predict import Predictor, read_molecules  # torch + RDKit: only when a command runs
+
     smiles, names = read_molecules(input)
     table = Predictor(model, key, prepared).predict(smiles, names).table
     write_atomic(out, lambda p: table.to_csv(p, index=False))
@@ -37,6 +39,7 @@ def serve(
     port: int = typer.Option(8080, help="Port"),
 ) -> None:
     """Serve the prediction web page for scientists at http://HOST:PORT/."""
+    from partner_kit.predict import Predictor
     from partner_kit.web import create_app
 
     app = create_app(Predictor(model, key, prepared))
