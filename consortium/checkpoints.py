@@ -26,10 +26,15 @@ def checkpoint_path(run_dir: str | Path, round: int) -> Path:
     return Path(run_dir) / CHECKPOINT_DIR / f"round-{int(round):03d}.safetensors"
 
 
-def save_checkpoint(run_dir: str | Path, round: int, trunk: dict[str, np.ndarray], plan: Plan) -> Path:
+def save_checkpoint(run_dir: str | Path, round: int, trunk: dict[str, np.ndarray], plan: Plan, *,
+                    ledger_head: str | None = None, ledger_lines: int | None = None) -> Path:
+    """`ledger_head`/`ledger_lines`: the ledger's last line hash and line count once this round is recorded
+    (`consortium.ledger.verify_run` holds the ledger to them, so a truncated or rewritten ledger shows)."""
     path = checkpoint_path(run_dir, round)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in trunk.items()}
     meta = {"round": str(int(round)), "plan_hash": plan.hash, "trunk_sha256": trunk_sha256(tensors)}
+    if ledger_head is not None:
+        meta |= {"ledger_head": ledger_head, "ledger_lines": str(int(ledger_lines or 0))}
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))
 
 
@@ -49,6 +54,15 @@ def load_checkpoint(path: str | Path, plan: Plan) -> dict[str, np.ndarray]:
     if shapes != expected:
         raise InputError(f"checkpoint {path} holds arrays {shapes}, the plan's trunk is {expected}")
     return trunk
+
+
+def checkpoint_metadata(path: str | Path) -> dict[str, str]:
+    """The checkpoint's metadata only (safetensors reads the header, not the arrays)."""
+    try:
+        with safe_open(str(path), framework="numpy") as fh:
+            return dict(fh.metadata() or {})
+    except Exception as exc:  # safetensors raises its own error types for a damaged header
+        raise InputError(f"checkpoint {path} cannot be read ({exc}); it was damaged or is not a checkpoint") from None
 
 
 def list_checkpoints(run_dir: str | Path) -> dict[int, Path]:

@@ -146,21 +146,23 @@ def status(
     run_dir: Path = typer.Argument(..., help="Run directory of `consortium serve` or `simulate`"),
     as_json: bool = typer.Option(False, "--json", help="Print status as JSON"),
 ) -> None:
-    """Show connected partners, round progress and whether the ledger verifies."""
-    from consortium.deploy import read_status
-    from consortium.ledger import LEDGER_NAME, LedgerError, verify
+    """Show connected partners, round progress and whether the ledger verifies (exit 1 when it does not)."""
+    from consortium.ledger import LedgerError, verify_run
+    from consortium.run_status import read_status
 
     st = read_status(run_dir)
     if not st:
         raise InputError(f"{run_dir} has no status.json; is it the --out of `consortium serve` or `simulate`?")
-    ledger_path = run_dir / LEDGER_NAME
+    broken = False
     try:
-        entries = verify(ledger_path) if ledger_path.exists() else []
+        entries = verify_run(run_dir)  # the chain, and the ledger heads the checkpoints recorded
         chain = f"verifies ({len(entries)} rounds)"
-    except LedgerError as exc:
-        entries, chain = [], f"BROKEN: {exc}"
+    except (LedgerError, InputError) as exc:
+        entries, chain, broken = [], f"BROKEN: {exc}", True
     if as_json:
         print(json.dumps({**st, "ledger": chain}, indent=2))
+        if broken:
+            raise typer.Exit(code=1)
         return
     table = Table(title=f"{run_dir} ({st.get('mode')})", show_header=False)
     table.add_column("", style="bold")
@@ -182,6 +184,9 @@ def status(
         last = entries[-1]
         console.print(f"last round {last.round}: nodes {last.node_ids}, examples {last.examples}, "
                       f"trunk sha256 {last.trunk_sha256[:16]}…", highlight=False)
+    if broken:
+        console.print(f"error: the ledger of {run_dir} does not verify; `--resume` will refuse it", highlight=False)
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

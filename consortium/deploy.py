@@ -24,7 +24,7 @@ from typing import Any
 
 import tomli_w
 
-from consortium.server_app import STATUS_NAME
+from consortium.run_status import read_status
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 
@@ -185,11 +185,6 @@ def run_info(flwr_home: Path, run_id: int, timeout: float = 60.0) -> dict[str, A
     out = _flwr(["ls", CONNECTION, "--run-id", str(run_id)], flwr_home, timeout)
     runs = out.get("runs", [])
     return runs[0] if runs else {}
-
-
-def read_status(run_dir: Path) -> dict[str, Any]:
-    path = Path(run_dir) / STATUS_NAME
-    return json.loads(path.read_text()) if path.is_file() else {}
 
 
 def wait_for_run(flwr_home: Path, run_id: int, run_dir: Path, timeout: float,

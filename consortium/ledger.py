@@ -4,6 +4,11 @@ One JSON line per aggregated round: round, time, the Flower node ids that took p
 and losses, the SHA-256 of the aggregated trunk (as checkpointed), and the SHA-256 of the previous line's
 exact bytes. Editing, dropping or reordering any line breaks the chain at the next line, so `verify` finds it;
 a partner holding a copy of the last line's hash can check the whole history.
+
+A chain alone cannot show a removed *last* line, or an edit followed by recomputing every later hash. So each
+round's checkpoint also carries the ledger's head after that round (`ledger_head`: the SHA-256 of the round's
+line, `ledger_lines`: the line count), and `verify_run` holds the ledger to every checkpoint: a truncated
+ledger, or a rewritten one, no longer matches the head the checkpoint recorded when the round was aggregated.
 """
 
 from __future__ import annotations
@@ -63,6 +68,13 @@ class Ledger:
 
     def append(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
                losses: list[float], trunk_sha256: str, refused: list[str] | None = None) -> LedgerEntry:
+        entry = self.next_entry(round=round, plan_hash=plan_hash, node_ids=node_ids, examples=examples,
+                                losses=losses, trunk_sha256=trunk_sha256, refused=refused)
+        return self.write(entry)
+
+    def next_entry(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
+                   losses: list[float], trunk_sha256: str, refused: list[str] | None = None) -> LedgerEntry:
+        """The line `append` would write, not yet written: its hash goes into the round's checkpoint first."""
         entries = self.entries()  # verifies the chain before extending it
         if entries and round != entries[-1].round + 1:
             raise LedgerError(f"{self.path}: round {round} does not follow the last recorded round "
@@ -74,6 +86,14 @@ class Ledger:
             losses=[float(x) for x in losses], trunk_sha256=trunk_sha256, prev_sha256=prev,
             refused=[str(r) for r in refused or []],
         )
+        return entry
+
+    def write(self, entry: LedgerEntry) -> LedgerEntry:
+        """Append a line made by `next_entry`, if it still extends the ledger; flushed and fsynced."""
+        entries = self.entries()
+        prev = line_sha256(_lines(self.path)[-1]) if entries else GENESIS
+        if entry.prev_sha256 != prev:
+            raise LedgerError(f"{self.path}: the ledger changed while round {entry.round} was being recorded")
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with open(self.path, "ab") as fh:
             fh.write(entry.to_line() + b"\n")
@@ -91,11 +111,49 @@ def verify(path: str | Path) -> list[LedgerEntry]:
 
     Returns the entries; raises LedgerError naming the first line that fails.
     """
-    path = Path(path)
+    return [entry for entry, _ in _verify_lines(Path(path))]
+
+
+def verify_run(run_dir: str | Path) -> list[LedgerEntry]:
+    """`verify` the run's ledger, then hold it to the ledger head every checkpoint recorded.
+
+    Catches what a chain cannot: a removed last line (a checkpoint recorded a round the ledger no longer
+    has) and an edited line with every later hash recomputed (the lines no longer hash to the recorded
+    heads). Checkpoints written before heads were recorded are skipped. What this run directory still
+    cannot prove against someone who rewrites checkpoints too: only a copy of a head kept elsewhere can.
+    """
+    from consortium.checkpoints import checkpoint_metadata, list_checkpoints
+
+    run_dir = Path(run_dir)
+    path = run_dir / LEDGER_NAME
+    checked = _verify_lines(path) if path.exists() else []
+    heads = {entry.round: (i, entry, sha) for i, (entry, sha) in enumerate(checked, start=1)}
+    last = checked[-1][0].round if checked else 0
+    for rnd, ckpt in list_checkpoints(run_dir).items():
+        meta = checkpoint_metadata(ckpt)
+        head = meta.get("ledger_head")
+        if not head:
+            continue
+        if rnd not in heads:
+            raise LedgerError(
+                f"{path} ends at round {last} but checkpoint {ckpt.name} recorded ledger line "
+                f"{meta.get('ledger_lines', '?')} for round {rnd}: ledger lines were removed (if the server was "
+                f"killed while recording round {rnd}, delete {ckpt} and resume)")
+        i, entry, sha = heads[rnd]
+        if sha != head or meta.get("ledger_lines", str(i)) != str(i):
+            raise LedgerError(f"{path} line {i} (round {rnd}) is not the line checkpoint {ckpt.name} recorded: "
+                              "the ledger was rewritten (recomputing the chain does not hide that)")
+        if meta.get("trunk_sha256") != entry.trunk_sha256:
+            raise LedgerError(f"{path} line {i} (round {rnd}) records another trunk than checkpoint {ckpt.name}")
+    return [entry for entry, _ in checked]
+
+
+def _verify_lines(path: Path) -> list[tuple[LedgerEntry, str]]:
     if not path.is_file():
         raise LedgerError(f"ledger {path} not found")
     prev = GENESIS
     entries: list[LedgerEntry] = []
+    out: list[tuple[LedgerEntry, str]] = []
     for i, line in enumerate(_lines(path), start=1):
         try:
             raw: dict[str, Any] = json.loads(line)
@@ -115,4 +173,5 @@ def verify(path: str | Path) -> list[LedgerEntry]:
             raise LedgerError(f"{path} line {i}: round {entry.round} where {expected_round} was expected")
         entries.append(entry)
         prev = line_sha256(line)
-    return entries
+        out.append((entry, prev))
+    return out

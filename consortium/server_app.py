@@ -30,15 +30,15 @@ from flwr.supercore.run import Run
 
 from consortium.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
-from consortium.ledger import LEDGER_NAME, Ledger
+from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
 from consortium.plan import Plan
+from consortium.run_status import STATUS_NAME, writer_identity
 from consortium.strategy import RoundFailed, RoundResult, TrunkFedAvg, refuse_invalid
 from consortium.trunk import initial_trunk, trunk_sha256
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 
 log = logging.getLogger("consortium")
-STATUS_NAME = "status.json"
 DEFAULT_SECAGG_MAX_WEIGHT = 1_000_000.0
 REPLY_POLL_S = 0.1  # seconds between pulls for replies (Flower: 3)
 
@@ -67,7 +67,7 @@ def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
     """(first round to run, trunk to start from): round 1 and the plan's initial trunk, or the ledger's last
     round + 1 and its checkpoint, after checking the checkpoint is the trunk the ledger recorded."""
     plan, run_dir = settings.plan, settings.run_dir
-    entries = Ledger(run_dir / LEDGER_NAME).entries()
+    entries = verify_run(run_dir)  # what `consortium status` flags, resume refuses
     if entries and not settings.resume:
         raise InputError(f"{run_dir} already holds a run ({entries[-1].round} rounds in {LEDGER_NAME}); "
                          "pass --resume to continue it or choose a new output directory")
@@ -97,7 +97,7 @@ class RunRecorder:
             "rounds": settings.rounds, "round": first_round - 1, "first_round": first_round,
             "secure_aggregation": settings.plan.federation.secure_aggregation,
             "nodes": [], "round_seconds": [], "last_loss": None, "final_loss": None, "refused": [], "failures": [],
-            "started": _now(),
+            "started": _now(), **writer_identity(),
         }
         self._t = time.perf_counter()
         self._refused_now: list[str] = []  # refused at the message level since the last ledger line
@@ -120,12 +120,16 @@ class RunRecorder:
         self.write(refused=[*self.status["refused"], f"node {node_id}: {reason}"])
 
     def on_round(self, result: RoundResult) -> None:
-        save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan)
-        self.ledger.append(
+        # The line first (not written), its hash into the checkpoint, then the line: the newest checkpoint
+        # always names the ledger head, so a truncated or rewritten ledger is caught (`verify_run`).
+        entry = self.ledger.next_entry(
             round=result.round, plan_hash=self.s.plan.hash, node_ids=[u.node_id for u in result.updates],
             examples=[u.examples for u in result.updates], losses=[u.loss for u in result.updates],
             trunk_sha256=trunk_sha256(result.trunk), refused=[*self._refused_now, *result.refused],
         )
+        save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan,
+                        ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
+        self.ledger.write(entry)
         self._refused_now = []
         now = time.perf_counter()
         total = sum(u.examples for u in result.updates)
@@ -210,6 +214,10 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
     def fit_workflow(grid: Grid, ctx: Context) -> None:
         # Flower skips a round quietly when no partner is sampled or SecAgg+ halts; a consortium must not.
         before = recorder.status["round"]
+        if before == first_round - 1:  # "running" only once the partners are there, not while waiting
+            n = plan.federation.min_partners
+            legacy.client_manager.sample(num_clients=n, min_num_clients=n)  # asks the grid first, then waits
+            recorder.write(state="running")
         if plan.federation.secure_aggregation and before == first_round - 1:
             # SecAgg+ quantizes example-weighted trunks against max_weight: ask the (public) example
             # counts first, so the first round is as precise as the later ones.

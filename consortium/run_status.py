@@ -1,0 +1,68 @@
+"""`status.json`: what a run says about itself, and whether the process that says it is still alive.
+
+The server rewrites `status.json` after every step, so a server that was killed leaves a file claiming
+"running" forever. The writer records its pid, host and process start time; a reader on the same host
+checks that this very process still exists (a reused pid has another start time) and otherwise reports the
+run as "stopped". No Flower import here: `consortium status` stays instant.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+from pathlib import Path
+from typing import Any
+
+STATUS_NAME = "status.json"
+#: States in which a live server process is expected behind the file.
+ACTIVE_STATES = ("starting", "waiting for partners", "running")
+
+
+def process_start(pid: int) -> str | None:
+    """The kernel's start time of `pid` (clock ticks since boot, from /proc), None if unknown or gone."""
+    try:
+        stat = Path(f"/proc/{int(pid)}/stat").read_text()
+    except OSError:
+        return None
+    # Field 22 (starttime), counted after the parenthesised command name, which may hold spaces.
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def writer_identity() -> dict[str, Any]:
+    """What a status writer records about itself so that readers can tell whether it still runs."""
+    pid = os.getpid()
+    return {"pid": pid, "host": socket.gethostname(), "pid_started": process_start(pid)}
+
+
+def server_alive(status: dict[str, Any]) -> bool | None:
+    """True/False when this host can tell (same host, pid recorded); None when it cannot."""
+    pid, host = status.get("pid"), status.get("host")
+    if not pid or host != socket.gethostname():
+        return None
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        pass  # exists, owned by someone else
+    started = process_start(int(pid))
+    recorded = status.get("pid_started")
+    return started is not None and (recorded is None or started == recorded)
+
+
+def read_status(run_dir: str | Path) -> dict[str, Any]:
+    """status.json, with `state` "stopped" when it claims an active run whose server process is gone."""
+    path = Path(run_dir) / STATUS_NAME
+    if not path.is_file():
+        return {}
+    try:
+        status = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {"state": "unreadable", "error": f"{path} is not valid JSON"}
+    if status.get("state") in ACTIVE_STATES and server_alive(status) is False:
+        status["last_state"] = status["state"]
+        status["state"] = "stopped"
+        status["error"] = (f"the server process (pid {status.get('pid')}) is gone; it stopped while "
+                           f"{status['last_state']} (round {status.get('round')}); resume with --resume")
+    return status
