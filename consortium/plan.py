@@ -50,6 +50,19 @@ class TrainingSpec:
     patience: int = 5
     seed: int = 0
 
+    def __post_init__(self) -> None:
+        if not 0.0 < self.learning_rate < float("inf") or not 0.0 <= self.weight_decay < float("inf"):
+            raise InputError(f"plan: training.learning_rate must be > 0 and training.weight_decay >= 0, got "
+                             f"{self.learning_rate} and {self.weight_decay}")
+        if not 0.0 < self.batch_fraction <= 1.0:
+            raise InputError(f"plan: training.batch_fraction must be in (0, 1], got {self.batch_fraction}")
+        if not 1 <= self.min_batch_size <= self.max_batch_size:
+            raise InputError(f"plan: training.min_batch_size must be >= 1 and <= training.max_batch_size, got "
+                             f"{self.min_batch_size} and {self.max_batch_size}")
+        if self.max_epochs < 1 or self.patience < 1 or self.seed < 0:
+            raise InputError(f"plan: training.max_epochs and training.patience must be >= 1 and training.seed "
+                             f">= 0, got {self.max_epochs}, {self.patience}, {self.seed}")
+
 
 @dataclass(frozen=True)
 class FederationSpec:

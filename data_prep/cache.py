@@ -14,7 +14,9 @@ import sqlite3
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
+from data_prep.errors import InputError
 from data_prep.featurize import MolRecord
+from data_prep.paths import writable_dir
 
 _BATCH = 900  # below SQLite's default limit of bound parameters per statement
 
@@ -35,16 +37,25 @@ class RecordCache:
     """SQLite-backed map: input SMILES hash -> MolRecord, for one namespace."""
 
     def __init__(self, directory: str | Path, namespace: str) -> None:
-        self.path = Path(directory) / f"standardized-{namespace[:24]}.sqlite"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self.db = sqlite3.connect(self.path, timeout=120)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.execute(
-            "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, smiles TEXT, error TEXT, "
-            "scaffold TEXT NOT NULL, fp_idx BLOB NOT NULL, fp_cnt BLOB NOT NULL) WITHOUT ROWID"
-        )
-        self.db.commit()
+        """Open (or create) the namespace's database; a cache that cannot be used is an InputError naming it."""
+        directory = Path(directory)
+        writable_dir(directory, "--cache")
+        self.path = directory / f"standardized-{namespace[:24]}.sqlite"
+        try:
+            self.db = sqlite3.connect(self.path, timeout=120)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=NORMAL")
+            self.db.execute(
+                "CREATE TABLE IF NOT EXISTS records (key BLOB PRIMARY KEY, smiles TEXT, error TEXT, "
+                "scaffold TEXT NOT NULL, fp_idx BLOB NOT NULL, fp_cnt BLOB NOT NULL, "
+                "network_scaffold TEXT NOT NULL) WITHOUT ROWID"
+            )
+            self.db.execute("SELECT key, smiles, error, scaffold, fp_idx, fp_cnt, network_scaffold FROM records "
+                            "LIMIT 1").fetchall()
+            self.db.commit()
+        except sqlite3.Error as exc:
+            raise InputError(f"--cache {directory}: {self.path.name} is not a usable cache database ({exc}); "
+                             "delete that file (it only holds recomputable results) or run with --no-cache") from None
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, MolRecord]:
         found: dict[bytes, MolRecord] = {}
@@ -52,7 +63,8 @@ class RecordCache:
             batch = keys[start : start + _BATCH]
             marks = ",".join("?" * len(batch))
             rows = self.db.execute(
-                f"SELECT key, smiles, error, scaffold, fp_idx, fp_cnt FROM records WHERE key IN ({marks})", batch
+                "SELECT key, smiles, error, scaffold, fp_idx, fp_cnt, network_scaffold FROM records "
+                f"WHERE key IN ({marks})", batch,
             )
             for key, *fields in rows:
                 found[key] = MolRecord(*fields)
@@ -60,7 +72,7 @@ class RecordCache:
 
     def put_many(self, items: Iterable[tuple[bytes, MolRecord]]) -> None:
         self.db.executemany(
-            "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?)", ((k, *r) for k, r in items)
+            "INSERT OR REPLACE INTO records VALUES (?, ?, ?, ?, ?, ?, ?)", ((k, *r) for k, r in items)
         )
         self.db.commit()
 

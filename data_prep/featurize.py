@@ -1,8 +1,8 @@
 """SMILES -> standardized structure, scaffold and unkeyed fingerprint in one pass; keyed rows for prediction.
 
 `Featurizer` is what every worker process runs: it standardizes each SMILES and computes the standardized
-SMILES, then the Murcko scaffold and the folded Morgan counts from that SMILES (so both are functions of
-the row's identity). Its output
+SMILES, then the Murcko scaffold, its scaffold-network reduction (TUNER's fold scaffold) and the folded
+Morgan counts from that SMILES (so all are functions of the row's identity). Its output
 (`MolRecord`) is independent of the secret key, so it can be cached; the key is applied afterwards.
 """
 
@@ -22,7 +22,7 @@ from rdkit import Chem
 
 from data_prep.config import PrepConfig
 from data_prep.fingerprint import MorganFingerprinter, keyed_csr
-from data_prep.folds import scaffold_smiles
+from data_prep.folds import network_scaffold, scaffold_smiles
 from data_prep.standardize import STANDARDIZER_VERSION, StageClock, Standardizer, StructureError
 
 _EMPTY_IDX = np.zeros(0, dtype=np.int32)
@@ -37,6 +37,7 @@ class MolRecord(NamedTuple):
     scaffold: str
     fp_idx: bytes  # little-endian int32 folded Morgan bit ids, sorted
     fp_cnt: bytes  # little-endian uint32 counts, same order
+    network_scaffold: str = ""  # the Murcko scaffold reduced to <= 3 rings (folds.network_scaffold)
 
     @property
     def ok(self) -> bool:
@@ -48,9 +49,13 @@ class MolRecord(NamedTuple):
     def counts(self) -> np.ndarray:
         return np.frombuffer(self.fp_cnt, dtype="<u4") if self.fp_cnt else _EMPTY_CNT
 
+    def fold_scaffold(self, method: str) -> str:
+        """The scaffold whose keyed hash is the fold under the plan's `folds.method`."""
+        return self.network_scaffold if method == "scaffold_network" else self.scaffold
+
     @classmethod
     def failed(cls, reason: str) -> MolRecord:
-        return cls(None, reason, "", b"", b"")
+        return cls(None, reason, "", b"", b"", "")
 
 
 class Featurizer:
@@ -79,10 +84,11 @@ class Featurizer:
             idx, cnt = self.fingerprinter(mol)
             clock.tick("fingerprint")
             scaffold = scaffold_smiles(mol)
+            network = network_scaffold(scaffold)
             clock.tick("scaffold")
         except Exception as exc:  # exotic chemistry that standardized but cannot be written out
             return MolRecord.failed(f"RDKit failed after standardization: {exc}")
-        return MolRecord(std, None, scaffold, idx.astype("<i4").tobytes(), cnt.astype("<u4").tobytes())
+        return MolRecord(std, None, scaffold, idx.astype("<i4").tobytes(), cnt.astype("<u4").tobytes(), network)
 
 
 def cache_namespace(config: PrepConfig) -> str:

@@ -9,6 +9,7 @@ Row numbers in messages and in `rejected.parquet` count data rows from 1 (the he
 from __future__ import annotations
 
 import hashlib
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -76,6 +77,9 @@ def read_text_frame(path: Path, *, header: str) -> pd.DataFrame:
         raise InputError(f"{path.name} is empty; {header}") from None
     except UnicodeDecodeError:
         raise InputError(f"{path.name} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except (EOFError, zlib.error):  # click would print a bare "Aborted." for an EOFError
+        raise InputError(f"{path} is truncated or corrupt (the compressed data ends early); copy or export "
+                         "it again") from None
     except (pd.errors.ParserError, ValueError, OSError) as exc:
         raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
 

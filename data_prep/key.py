@@ -30,11 +30,13 @@ def load_key(path: str | Path) -> bytes:
     path = Path(path)
     if not path.is_file():
         raise InputError(f"secret key {path} not found; the partners create one with `data-prep keygen --out {path}`")
-    text = path.read_text().strip()
     try:
+        text = path.read_bytes().decode("ascii").strip()
         key = bytes.fromhex(text)
-    except ValueError:
+    except (UnicodeDecodeError, ValueError):
         raise InputError(f"secret key {path} is not hex text; was it written by `data-prep keygen`?") from None
+    except OSError as exc:
+        raise InputError(f"secret key {path} cannot be read ({exc.strerror or exc})") from None
     if len(key) != KEY_BYTES:
         raise InputError(f"secret key {path} holds {len(key)} bytes, expected {KEY_BYTES}")
     return key

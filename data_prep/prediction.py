@@ -19,6 +19,7 @@ from data_prep.errors import InputError
 from data_prep.fingerprint import keyed_csr
 from data_prep.io import read_text_frame
 from data_prep.parallel import compute_records
+from data_prep.paths import writable_dir
 from data_prep.prepare import resolve_config, resolve_key
 
 
@@ -31,7 +32,11 @@ def read_frame(path: str | Path, smiles_col: str = "smiles") -> pd.DataFrame:
 
 
 def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str | None = None) -> pd.DataFrame:
-    """A table with a `smiles` column (and `id` when asked) from CSV/CSV.gz/Parquet or a .smi/.txt list."""
+    """A table with a `smiles` column (and `id` when asked) from CSV/CSV.gz/Parquet or a .smi/.txt list.
+
+    A `.smi` line is a SMILES optionally followed by whitespace and a name (the SMILES file format), so only
+    its first word is the structure. Everywhere else a cell or a `.txt` line is the structure as a whole: text
+    after a space is not silently dropped but makes the row fail with its reason."""
     path = Path(path)
     if path.suffix in (".smi", ".txt"):
         if not path.is_file():
@@ -40,7 +45,8 @@ def read_smiles_table(path: str | Path, smiles_col: str = "smiles", id_col: str 
             lines = [line.strip() for line in path.read_text(encoding="utf-8").splitlines()]
         except (UnicodeDecodeError, OSError) as exc:
             raise InputError(f"{path.name} cannot be read: {str(exc).strip()}") from None
-        frame = pd.DataFrame({smiles_col: [line.split()[0] if line else "" for line in lines]})
+        named = path.suffix == ".smi"
+        frame = pd.DataFrame({smiles_col: [line.split()[0] if line and named else line for line in lines]})
         frame = frame[[bool(line) for line in lines]].reset_index(drop=True)
     else:
         frame = read_frame(path, smiles_col)
@@ -63,14 +69,15 @@ def write_prediction_rows(
     standardized_smiles, error)."""
     config = resolve_config(plan)
     key = resolve_key(key)
+    if n_jobs is not None and n_jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {n_jobs}")
     table = read_smiles_table(input_file, smiles_col, id_col)
+    out = writable_dir(out_dir, "--out")
     records = compute_records(table["smiles"].tolist(), config, n_jobs=n_jobs, cache_dir=False, progress=True)
     x = keyed_csr([r.indices() for r in records], [r.counts() for r in records], config.fingerprint, key)
     table.insert(0, "row", np.arange(len(table), dtype=np.int64))
     table["standardized_smiles"] = [r.smiles for r in records]
     table["error"] = [r.error for r in records]
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
 
     def save_x(p: Path) -> None:
         with open(p, "wb") as fh:

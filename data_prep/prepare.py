@@ -32,10 +32,12 @@ from data_prep.fingerprint import keyed_csr
 from data_prep.folds import assign_fold
 from data_prep.io import file_sha256, read_inputs
 from data_prep.key import KEY_BYTES, key_check_hash, load_key
+from data_prep.losses import AssayLosses
 from data_prep.parallel import compute_records
+from data_prep.paths import writable_dir
 from data_prep.prepared import PreparedData
 from data_prep.tasks import TaskSet, build_tasks, task_table
-from data_prep.validate import STAGES, Rejects, validate_t0, validate_t1, validate_t2
+from data_prep.validate import STAGES, Rejects, normalize_ids, validate_t0, validate_t1, validate_t2
 
 FORMAT = "fedqsar-prepared/1"
 
@@ -92,6 +94,8 @@ def prepare(
     """
     config = resolve_config(plan)
     key = resolve_key(key)
+    if n_jobs is not None and n_jobs < 1:
+        raise InputError(f"--jobs must be at least 1, got {n_jobs} (leave it out to use every core)")
     stage = _Stages(progress)
     rejects = Rejects()
     rules = config.tasks
@@ -99,17 +103,19 @@ def prepare(
 
     with stage("read"):
         tables = read_inputs(input_dir)
+        writable_dir(out_dir, "--out")  # before the long part, not after it
     t0, t1, t2 = tables["T0"], tables["T1"], tables["T2"]
+    losses = AssayLosses(normalize_ids(t1.frame["input_assay_id"]).value_counts().to_dict())
     with stage("validate"):
         assays = validate_t0(t0, rules, rejects)
         compounds, rejected_ids = validate_t2(t2, rejects)
-        records = validate_t1(t1, assays, compounds, rejected_ids, rejects)
+        records = validate_t1(t1, assays, compounds, rejected_ids, rejects, losses)
     std_stats: dict[str, Any] = {}
     with stage("standardize"):
         mols = compute_records(compounds["smiles"].tolist(), config, n_jobs=n_jobs, cache_dir=cache_dir,
                                progress=progress, stats=std_stats)
     with stage("rows"):
-        rows = _merge_structures(compounds, mols, key, n_folds, rejects, t2.label)
+        rows = _merge_structures(compounds, mols, key, n_folds, config.folds.method, rejects, t2.label)
         records = _attach_rows(records, rows, rejects, t1.label)
     with stage("aggregate"):
         binary = set(assays.index[assays["is_binary"]])
@@ -117,7 +123,8 @@ def prepare(
     with stage("tasks"):
         tasks = build_tasks(groups, assays, rows.folds, rules, n_folds)
         keep_rows = _account_for_unused(tasks, groups, records, assays, rows, rejects, t0.label, t1.label,
-                                        t2.label)
+                                        t2.label, losses)
+    warnings = losses.warnings()
     with stage("write"):
         data, counts = _assemble(config, key, tasks, groups, rows, keep_rows, rejects)
         used_t1 = int(records["used"].sum())
@@ -150,6 +157,7 @@ def prepare(
             },
             "fold_sizes": np.bincount(data.folds, minlength=n_folds).tolist(),
             "dropped_tasks": _jsonable(tasks.dropped),
+            "warnings": warnings,
             "standardization": std_stats,
         }
         data.manifest = manifest
@@ -161,6 +169,8 @@ def prepare(
     write_text_atomic(Path(out_dir) / "manifest.json", json.dumps(manifest, indent=2, default=str) + "\n")
     if progress:
         _print_summary(manifest)
+    for line in warnings:  # also without progress output: this is data the partner did not mean to lose
+        console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     return manifest
 
 
@@ -192,7 +202,7 @@ class _Rows:
     failed: dict[str, str]
 
 
-def _merge_structures(compounds: pd.DataFrame, mols: list[MolRecord], key: bytes, n_folds: int,
+def _merge_structures(compounds: pd.DataFrame, mols: list[MolRecord], key: bytes, n_folds: int, method: str,
                       rejects: Rejects, t2_name: str) -> _Rows:
     row_of: dict[str, int] = {}
     smiles: list[str] = []
@@ -218,7 +228,7 @@ def _merge_structures(compounds: pd.DataFrame, mols: list[MolRecord], key: bytes
         ids[row].append(cid)
         t2_rows[row].append(int(t2_row))
     rejects.add(t2_name, failed_rows, failed_ids, "structure", failed_reasons)
-    folds = np.fromiter((assign_fold(key, m.scaffold, m.smiles, n_folds) for m in row_mols),
+    folds = np.fromiter((assign_fold(key, m.fold_scaffold(method), m.smiles, n_folds) for m in row_mols),
                         dtype=np.int8, count=len(row_mols))
     failed = dict(zip(failed_ids, failed_reasons, strict=True))
     return _Rows(smiles, row_mols, folds, compound_row, ids, t2_rows, failed)
@@ -239,8 +249,12 @@ def _attach_rows(records: pd.DataFrame, rows: _Rows, rejects: Rejects, t1_name: 
 
 
 def _account_for_unused(tasks: TaskSet, groups: pd.DataFrame, records: pd.DataFrame, assays: pd.DataFrame,
-                        rows: _Rows, rejects: Rejects, t0_name: str, t1_name: str, t2_name: str) -> np.ndarray:
-    """Reject what no kept task uses (records, assays, compounds); return the matrix rows to keep."""
+                        rows: _Rows, rejects: Rejects, t0_name: str, t1_name: str, t2_name: str,
+                        losses: AssayLosses) -> np.ndarray:
+    """Reject what no kept task uses (records, assays, compounds); return the matrix rows to keep.
+
+    Records of assays without any kept task are counted in `losses` under the quorum settings that
+    dropped their tasks."""
     used_group = np.zeros(len(groups), dtype=bool)
     for gid, _ in tasks.class_labels:
         used_group[gid] = True
@@ -252,12 +266,17 @@ def _account_for_unused(tasks: TaskSet, groups: pd.DataFrame, records: pd.DataFr
     unused = (group >= 0) & ~records["used"].to_numpy()
     if unused.any():
         sub = records[unused]
+        quorum = ~sub["input_assay_id"].isin(kept_assays).to_numpy()
         reasons = np.where(
-            sub["input_assay_id"].isin(kept_assays),
+            ~quorum,
             "censored value gives no label at the task thresholds and the assay has no regression task",
             "no task of this assay passed its quorum (see manifest dropped_tasks)",
         )
         rejects.add(t1_name, sub["t1_row"], sub["input_compound_id"], "tasks", reasons)
+        settings = _quorum_settings(tasks.dropped)
+        lost = sub["input_assay_id"][quorum]
+        for setting, ids in lost.groupby(lost.map(lambda a: settings.get(a, "tasks quorums"))):
+            losses.add(setting, "quorum", ids)
     dropped_assays = assays[assays["rejected"].isna() & ~assays.index.isin(kept_assays)]
     rejects.add(t0_name, dropped_assays["t0_row"], dropped_assays.index, "tasks",
                 "no task of this assay passed its quorum (see manifest dropped_tasks), or it has no records")
@@ -269,6 +288,20 @@ def _account_for_unused(tasks: TaskSet, groups: pd.DataFrame, records: pd.DataFr
         ids = [c for i in idle for c in rows.compound_ids[i]]
         rejects.add(t2_name, t2_rows, ids, "tasks", "compound has no activity in any kept task")
     return labelled
+
+
+def _quorum_settings(dropped: list[dict]) -> dict[str, str]:
+    """Per assay, the plan keys of the quorums its dropped tasks missed (named in the data-loss warning)."""
+    keys: dict[str, set[str]] = {}
+    for task in dropped:
+        if task["kind"] == "regression":
+            names = {"tasks.min_regression_values", "tasks.min_regression_uncensored"}
+        else:
+            names = {"tasks.min_train_actives", "tasks.min_train_inactives"}
+            if task["reason"].startswith("no automatic threshold"):
+                names.add("tasks.auto_thresholds")
+        keys.setdefault(str(task["input_assay_id"]), set()).update(names)
+    return {a: " / ".join(sorted(n)) for a, n in keys.items()}
 
 
 def _assemble(config: PrepConfig, key: bytes, tasks: TaskSet, groups: pd.DataFrame, rows: _Rows,
@@ -293,6 +326,7 @@ def _assemble(config: PrepConfig, key: bytes, tasks: TaskSet, groups: pd.DataFra
         "input_compound_ids": [rows.compound_ids[i] for i in kept],
         "smiles": [rows.smiles[i] for i in kept],
         "scaffold": [rows.mols[i].scaffold for i in kept],
+        "fold_scaffold": [rows.mols[i].fold_scaffold(config.folds.method) for i in kept],
         "fold": folds,
     })
     data = PreparedData(x=x, folds=folds, y_class=y_class, y_regr=y_regr, y_censor=y_censor, tasks=table,

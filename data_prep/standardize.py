@@ -3,13 +3,16 @@
 Every partner must turn the same structure into the same molecule, so the steps, their order and their
 settings come from the plan's `[standardization]` table. The order is chosen so no RDKit pass runs twice:
 
-1. parse the SMILES once (sanitized);
+1. parse the SMILES once (sanitized), whole: no whitespace or control character inside it, since RDKit
+   would read `CC O` as `CC` named `O`;
+   then MELLODDY-TUNER's size limit on the molecule *as given* (before salt stripping): rejected when it
+   has more than `max_heavy_atoms` atoms (RDKit's GetNumAtoms of the parsed input, TUNER's count);
 2. isotopes removed and stereo removed *before* the charge parent, because the charge parent's cleanup
    already removes the explicit hydrogens an isotope label leaves behind, and a stereo-free molecule
    has fewer tautomers to score;
 3. charge parent: cleanup (normalize, reionize, metal disconnection), largest fragment, neutralize
    (RDKit's ChargeParent steps, without its second cleanup when neutralizing changed nothing);
-4. heavy-atom limit, counted after salt stripping and checked before the expensive step;
+4. a molecule left without heavy atoms by salt stripping is rejected;
 5. canonical tautomer (the slowest step by far; capped at `max_tautomers`).
 
 The functions modify the molecule in place (copies cost time on every molecule) and return it.
@@ -28,7 +31,7 @@ from data_prep.config import StandardizationConfig
 RDLogger.DisableLog("rdApp.*")
 
 #: Bumped whenever the steps change meaning, so cached results of older code are not reused.
-STANDARDIZER_VERSION = "1"
+STANDARDIZER_VERSION = "2"  # 2: whole-SMILES parse, TUNER size rule, scaffold network
 
 
 class StructureError(ValueError):
@@ -40,6 +43,11 @@ def parse_smiles(smiles: str) -> Chem.Mol:
     text = (smiles or "").strip()
     if not text:
         raise StructureError("empty SMILES")
+    odd = next((ch for ch in text if ch.isspace() or not ch.isprintable()), None)
+    if odd is not None:
+        what = "whitespace" if odd.isspace() else "a control character"
+        raise StructureError(f"SMILES {_short(text)!r} contains {what} ({odd!r}); a SMILES is one word, "
+                             "without a name or comment after it")
     mol = Chem.MolFromSmiles(text)
     if mol is not None:
         return mol
@@ -85,14 +93,23 @@ def _charge_state(mol: Chem.Mol) -> list[tuple[int, int]]:
     return [(atom.GetFormalCharge(), atom.GetTotalNumHs()) for atom in mol.GetAtoms()]
 
 
-def check_heavy_atoms(mol: Chem.Mol, max_heavy_atoms: int) -> Chem.Mol:
-    n = mol.GetNumHeavyAtoms()
-    if n == 0:
-        raise StructureError("no heavy atoms after salt stripping")
+def check_size(mol: Chem.Mol, max_heavy_atoms: int) -> Chem.Mol:
+    """TUNER's limit, on the molecule as given (salts and solvents included): at most `max_heavy_atoms`.
+
+    Counted as TUNER counts (`GetNumAtoms` of the parsed SMILES: heavy atoms, plus hydrogens only where
+    the SMILES keeps them as atoms, e.g. `[2H]`). TUNER's `max_num_atoms = 100` rejects 100 and more;
+    the plan's `max_heavy_atoms = 99` is the same rule.
+    """
+    n = mol.GetNumAtoms()
     if n > max_heavy_atoms:
-        raise StructureError(
-            f"{n} heavy atoms after salt stripping, more than max_heavy_atoms ({max_heavy_atoms})"
-        )
+        raise StructureError(f"{n} atoms before salt stripping, more than max_heavy_atoms ({max_heavy_atoms}; "
+                             "MELLODDY-TUNER's limit)")
+    return mol
+
+
+def check_heavy_atoms(mol: Chem.Mol) -> Chem.Mol:
+    if mol.GetNumHeavyAtoms() == 0:
+        raise StructureError("no heavy atoms after salt stripping")
     return mol
 
 
@@ -123,7 +140,7 @@ class Standardizer:
         `timings`, when given, accumulates seconds per step (for the benchmark's per-stage table).
         """
         clock = StageClock(timings)
-        mol = parse_smiles(smiles)
+        mol = check_size(parse_smiles(smiles), self.config.max_heavy_atoms)
         clock.tick("parse")
         step = "standardize"
         try:
@@ -136,7 +153,7 @@ class Standardizer:
             else:
                 rdMolStandardize.CleanupInPlace(mol, self.params)
             clock.tick("charge_parent")
-            check_heavy_atoms(mol, self.config.max_heavy_atoms)
+            check_heavy_atoms(mol)
             if self.config.canonical_tautomer:
                 step = "canonical tautomer"
                 mol = canonical_tautomer(mol, self.enumerator)

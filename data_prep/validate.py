@@ -19,6 +19,7 @@ from numpy.typing import ArrayLike
 from data_prep.config import ASSAY_TYPES, TaskRules
 from data_prep.errors import InputError
 from data_prep.io import InputTable
+from data_prep.losses import AssayLosses
 from data_prep.prepared import REJECT_COLUMNS
 
 #: standard_qualifier spellings -> censor flag (-1 '<', 0 '=', +1 '>'), SparseChem's convention.
@@ -158,8 +159,11 @@ def validate_t1(
     compounds: pd.DataFrame,
     rejected_compounds: dict[str, str],
     rejects: Rejects,
+    losses: AssayLosses | None = None,
 ) -> pd.DataFrame:
-    """Usable activity records: t1_row, input_compound_id, input_assay_id, censor (-1/0/+1), value."""
+    """Usable activity records: t1_row, input_compound_id, input_assay_id, censor (-1/0/+1), value.
+
+    `losses`, when given, counts the records each credibility range drops, per assay."""
     f = table.frame
     name = table.label
     n = len(f)
@@ -177,11 +181,12 @@ def validate_t1(
     censor = qual_text.map(QUALIFIERS)
     reason = pd.Series(None, index=f.index, dtype=object)
 
-    def flag(mask, text) -> None:
+    def flag(mask, text) -> np.ndarray:
         """Give unflagged rows in `mask` a reason: a string, or a function of the mask (built lazily)."""
         mask = np.asarray(mask, dtype=bool) & reason.isna().to_numpy()
         if mask.any():
             reason[mask] = text if isinstance(text, str) else np.asarray(text(mask), dtype=object)
+        return mask
 
     flag(cid == "", "empty input_compound_id")
     flag(aid == "", "empty input_assay_id")
@@ -206,8 +211,12 @@ def validate_t1(
     lo = aid.map(assays["credible_min"]).astype(float)
     hi = aid.map(assays["credible_max"]).astype(float)
     incredible = ~binary & ((value < lo) | (value > hi))
-    flag(incredible, lambda m: "standard_value " + value_text[m] + " outside the credible range ["
-         + lo[m].map(_num) + ", " + hi[m].map(_num) + "] of assay_type " + aid[m].map(assays["assay_type"]))
+    incredible = flag(incredible, lambda m: "standard_value " + value_text[m] + " outside the credible range ["
+                      + lo[m].map(_num) + ", " + hi[m].map(_num) + "] of assay_type "
+                      + aid[m].map(assays["assay_type"]))
+    if losses is not None and incredible.any():
+        for assay_type, ids in aid[incredible].groupby(aid[incredible].map(assays["assay_type"])):
+            losses.add(f"tasks.credibility.{assay_type}", "credibility", ids)
     bad = reason.notna().to_numpy()
     rejects.add(name, rows[bad], cid[bad], "input", reason[bad])
     keep = ~bad

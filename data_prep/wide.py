@@ -18,6 +18,7 @@ from data_prep.atomic import write_atomic
 from data_prep.config import ASSAY_TYPES
 from data_prep.errors import InputError
 from data_prep.io import T0_OPTIONAL, read_text_frame
+from data_prep.paths import writable_dir
 
 
 def read_wide(path: Path) -> pd.DataFrame:
@@ -106,8 +107,7 @@ def import_wide(
     t1 = pd.concat(t1_parts, ignore_index=True)
     t1["standard_value"] = t1["standard_value"].astype(object)
     t2 = pd.DataFrame({"input_compound_id": ids.to_numpy(), "smiles": wide[smiles_col].astype(str).to_numpy()})
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = writable_dir(out_dir, "--out")
     write_atomic(out / "T0.csv", lambda p: t0.to_csv(p, index=False))
     write_atomic(out / "T1.csv.gz", lambda p: t1.to_csv(p, index=False, compression={"method": "gzip", "mtime": 0}))
     write_atomic(out / "T2.csv", lambda p: t2.to_csv(p, index=False))

@@ -66,8 +66,8 @@ def test_another_key_moves_the_columns_and_folds_of_the_same_structures(toxcast,
     assert rows_a == rows_b  # same structures, same rows
     same_columns = [set(a.x[i].indices) == set(b.x[i].indices) for i in range(a.n_rows)]
     assert not any(same_columns)
-    scaffolds = pd.DataFrame({"scaffold": a.compounds["scaffold"].where(a.compounds["scaffold"] != "",
-                                                                         a.compounds["smiles"]),
+    fold_scaffold = a.compounds["fold_scaffold"]
+    scaffolds = pd.DataFrame({"scaffold": fold_scaffold.where(fold_scaffold != "", a.compounds["smiles"]),
                               "a": a.folds, "b": b.folds}).drop_duplicates("scaffold")
     assert (scaffolds["a"] != scaffolds["b"]).mean() > 0.6  # ~80 % of scaffolds change fold with another key
     assert a.manifest["key_check_hash"] != b.manifest["key_check_hash"]

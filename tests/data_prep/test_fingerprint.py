@@ -13,7 +13,7 @@ from data_prep.featurize import Featurizer, featurize_smiles
 from data_prep.fingerprint import key_permutation
 from data_prep.reference import REFERENCE_DIR
 
-SMILES = ["c1ccccc1O", "CCN(CC)CC", "O=C(O)c1ccccc1", "CCCCCCCC", "not a smiles", "c1ccc2[nH]ccc2c1"]
+SMILES = ["c1ccccc1O", "CCN(CC)CC", "O=C(O)c1ccccc1", "CCCCCCCC", "notasmiles", "c1ccc2[nH]ccc2c1"]
 
 
 def test_key_permutation_is_a_bijection_that_depends_on_the_key():

@@ -63,12 +63,19 @@ def test_stereoisomers_collapse_unless_the_plan_keeps_stereo():
     assert len(kept) == 2 and all("@" in s for s in kept)
 
 
-def test_heavy_atom_limit_counts_after_salt_stripping():
-    chain = "C" * 99 + "O"  # exactly 100 heavy atoms
-    assert Chem.MolFromSmiles(std(chain + ".[Na+].[Cl-]")).GetNumHeavyAtoms() == 100
-    with pytest.raises(StructureError, match="101 heavy atoms after salt stripping"):
-        std("C" * 100 + "O.[Na+].[Cl-]")
-    with pytest.raises(StructureError, match="max_heavy_atoms \\(10\\)"):
+def test_size_limit_is_tuners_99_atoms_counted_before_salt_stripping():
+    """MELLODDY-TUNER rejects >= 100 atoms of the input as given (max_num_atoms = 100); the default plan
+    (max_heavy_atoms = 99) is that rule, at both edges, with and without a salt."""
+    assert StandardizationConfig().max_heavy_atoms == 99
+    assert Chem.MolFromSmiles(std("C" * 98 + "O")).GetNumHeavyAtoms() == 99  # 99 atoms: kept
+    with pytest.raises(StructureError, match="100 atoms before salt stripping, more than max_heavy_atoms \\(99"):
+        std("C" * 99 + "O")  # 100 atoms: rejected, as by TUNER
+    # 97 + a salt pair = 99 atoms as given: kept (and stripped to 97); 98 + the pair = 100: rejected, though the
+    # parent alone would have had 98 (the old rule counted after stripping and kept it).
+    assert Chem.MolFromSmiles(std("C" * 96 + "O.[Na+].[Cl-]")).GetNumHeavyAtoms() == 97
+    with pytest.raises(StructureError, match="100 atoms before salt stripping"):
+        std("C" * 97 + "O.[Na+].[Cl-]")
+    with pytest.raises(StructureError, match="max_heavy_atoms \\(10"):
         std("CCCCCCCCCCC", max_heavy_atoms=10)
 
 
@@ -76,13 +83,29 @@ def test_heavy_atom_limit_counts_after_salt_stripping():
     ("", "empty SMILES"),
     ("   ", "empty SMILES"),
     ("C1CC", "cannot be parsed"),
-    ("not a smiles", "cannot be parsed"),
+    ("notasmiles", "cannot be parsed"),
     ("C(C)(C)(C)(C)C", "not valid chemistry"),  # pentavalent carbon
     ("c1cccc1", "not valid chemistry"),         # cannot kekulize
 ])
 def test_unusable_smiles_raise_a_reason(smiles, reason):
     with pytest.raises(StructureError, match=reason):
         Standardizer().run(smiles)
+
+
+@pytest.mark.parametrize("smiles, reason", [
+    ("CC O", "contains whitespace \\(' '\\)"),
+    ("CCO extra", "contains whitespace"),
+    ("CC\tO", "contains whitespace \\('\\\\t'\\)"),
+    ("CC\nO", "contains whitespace"),
+    ("\x00CC", "contains a control character \\('\\\\x00'\\)"),
+    ("CC\x00O", "contains a control character"),
+])
+def test_smiles_is_parsed_whole_not_truncated_at_whitespace_or_nul(smiles, reason):
+    """RDKit alone reads 'CC O' as ethane named 'O' and '\\x00CC' as ethane: both must be rejected instead."""
+    assert Chem.MolFromSmiles("CC O") is not None  # the behaviour guarded against
+    with pytest.raises(StructureError, match=reason):
+        Standardizer().run(smiles)
+    assert not Featurizer(PrepConfig())(smiles).ok
 
 
 def test_featurizer_reports_failures_as_records_not_exceptions():
@@ -93,7 +116,8 @@ def test_featurizer_reports_failures_as_records_not_exceptions():
 def test_charge_parent_agrees_with_rdkit_chargeparent_on_the_reference_set():
     """Our lighter charge parent skips RDKit's repeated cleanup only where it changes nothing."""
     smiles = pd.read_csv(REFERENCE_DIR / "T2.csv")["smiles"]
-    s = Standardizer(StandardizationConfig(canonical_tautomer=False, remove_stereo=False, remove_isotopes=False))
+    s = Standardizer(StandardizationConfig(canonical_tautomer=False, remove_stereo=False, remove_isotopes=False,
+                                           max_heavy_atoms=1000))  # the set's large salts count here too
     differ = []
     for smi in smiles:
         mol = Chem.MolFromSmiles(smi)
