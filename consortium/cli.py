@@ -189,5 +189,22 @@ def status(
         raise typer.Exit(code=1)
 
 
+@app.command()
+@friendly_errors
+def report(
+    run_dir: Path = typer.Argument(..., help="Run directory of `consortium simulate` (holds comparison.json)"),
+    out: Path | None = typer.Option(None, "--out", help="HTML file to write (default RUN/report.html); the "
+                                    "numbers go to a .json of the same name beside it"),
+    replicates: int = typer.Option(1000, "--replicates", help="Bootstrap replicates for the 95 % intervals"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap draws"),
+) -> None:
+    """Single vs federated (vs pooled) with bootstrap intervals and DeLong tests, as one offline HTML file."""
+    from consortium.report import json_path, write_report
+
+    target = out if out is not None else run_dir / "report.html"
+    write_report(run_dir, target, n_boot=replicates, seed=seed)
+    console.print(f"wrote {target} and {json_path(target)}", highlight=False)
+
+
 if __name__ == "__main__":
     app()

@@ -1,0 +1,175 @@
+"""Load what a comparison needs from files only: model directories' test predictions, tasks and histories.
+
+The input is either a `consortium simulate` run directory (`comparison.json` lists every model directory by
+seed, partner and variant) or a handful of model directories of one partner (`partner-kit compare`). Nothing
+here imports model code: the files are the contract (model.json, metrics.json, test_predictions.parquet).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from consortium.stats import VARIANTS, Quorum, TaskPanel, build_panel
+from data_prep.errors import InputError
+
+COMPARISON_JSON = "comparison.json"
+TEST_PREDICTIONS = "test_predictions.parquet"
+PREDICTION_COLUMNS = ("row", "task_index", "kind", "y", "censor", "pred")
+
+
+@dataclass
+class ModelRun:
+    """One finished model: who, which variant, which seed, and what its training recorded."""
+
+    partner: str
+    variant: str
+    seed: int
+    dir: Path
+    info: dict[str, Any]
+    metrics: dict[str, Any]
+
+    @property
+    def history(self) -> list[dict[str, Any]]:
+        return list(self.metrics.get("history") or [])
+
+    @property
+    def selected(self) -> int | None:
+        """The epoch (single, pooled) or round (federated) whose model was kept."""
+        for key in ("best_round", "best_epoch"):
+            if self.metrics.get(key) is not None:
+                return int(self.metrics[key])
+        return None
+
+
+@dataclass
+class Comparison:
+    """Everything the statistics and the report read: meta data, one task panel and the model runs per partner."""
+
+    meta: dict[str, Any]
+    panels: dict[str, TaskPanel]
+    runs: list[ModelRun] = field(default_factory=list)
+    source: str = ""
+
+    @property
+    def seeds(self) -> list[int]:
+        return sorted({r.seed for r in self.runs})
+
+    @property
+    def variants(self) -> list[str]:
+        present = {r.variant for r in self.runs}
+        return [v for v in VARIANTS if v in present]
+
+
+def _read_json(path: Path, what: str) -> dict[str, Any]:
+    if not path.is_file():
+        raise InputError(f"{path} not found: {what}")
+    try:
+        return json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{path} is not valid JSON ({exc}); was it truncated? rerun the step that writes it") from None
+
+
+def _read_model(partner: str, variant: str, seed: int, model_dir: Path) -> tuple[ModelRun, pd.DataFrame]:
+    if not model_dir.is_dir():
+        raise InputError(f"model directory {model_dir} ({variant}, partner {partner}, seed {seed}) not found")
+    info = _read_json(model_dir / "model.json", "is this a finished model directory?")
+    metrics = _read_json(model_dir / "metrics.json", "is this a finished model directory?")
+    path = model_dir / TEST_PREDICTIONS
+    if not path.is_file():
+        raise InputError(f"{path} not found: the model was written without its test predictions (an older "
+                         "version); retrain it, or rerun `consortium simulate`, to compare it")
+    try:
+        frame = pd.read_parquet(path)
+    except Exception as exc:  # pyarrow raises its own types for a damaged file
+        raise InputError(f"{path} is not a readable Parquet file ({exc})") from None
+    missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
+    if missing:
+        raise InputError(f"{path} lacks column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
+    bad = frame["pred"].isna() | ~frame["pred"].map(lambda v: math.isfinite(v))
+    if bad.any():
+        i = int(bad.idxmax())
+        raise InputError(f"{path} row {i}: prediction {frame['pred'].iat[i]!r} is not a finite number")
+    return ModelRun(partner, variant, int(seed), model_dir, info, metrics), frame
+
+
+def _assemble(entries: list[tuple[str, str, int, Path]], meta: dict[str, Any], source: str) -> Comparison:
+    runs: list[ModelRun] = []
+    frames: dict[str, dict[tuple[str, int], pd.DataFrame]] = {}
+    for partner, variant, seed, model_dir in entries:
+        if variant not in VARIANTS:
+            raise InputError(f"{source}: model {model_dir} has variant '{variant}'; expected one of {list(VARIANTS)}")
+        key = (variant, int(seed))
+        if key in frames.get(partner, {}):
+            raise InputError(f"{source}: partner {partner} lists two {variant} models for seed {seed}")
+        run, frame = _read_model(partner, variant, seed, model_dir)
+        runs.append(run)
+        frames.setdefault(partner, {})[key] = frame
+    hashes = {r.info.get("plan_hash") for r in runs}
+    if len(hashes) > 1:
+        first, other = runs[0], next(r for r in runs if r.info.get("plan_hash") != runs[0].info.get("plan_hash"))
+        raise InputError(f"{first.dir} and {other.dir} were trained with different plans "
+                         f"({str(first.info.get('plan_hash'))[:16]}… vs {str(other.info.get('plan_hash'))[:16]}…); "
+                         "compare models of one plan")
+    panels = {}
+    partner_meta = meta.get("partners", {})
+    for partner, by_key in frames.items():
+        if "single" not in {v for v, _ in by_key}:
+            raise InputError(f"{source}: partner {partner} has no single-partner model; every comparison is "
+                             "against the single-partner baseline")
+        if len({v for v, _ in by_key}) < 2:
+            raise InputError(f"{source}: partner {partner} has only {next(iter(by_key))[0]} models; nothing to compare")
+        run = next(r for r in runs if r.partner == partner and r.variant == "single")
+        tasks = pd.DataFrame.from_records(run.info.get("tasks") or [])
+        if tasks.empty or "task_index" not in tasks:
+            raise InputError(f"{run.dir / 'model.json'} has no task table ('tasks'); is it a finished model?")
+        types = dict(zip(tasks["input_assay_id"].astype(str), tasks.get("assay_type", pd.Series(
+            ["unknown"] * len(tasks))).astype(str), strict=True))
+        types.update({str(k): str(v) for k, v in (partner_meta.get(partner, {}).get("assay_types") or {}).items()})
+        try:
+            panels[partner] = build_panel(partner, tasks, by_key, Quorum.from_plan(run.info.get("plan") or {}), types)
+        except ValueError as exc:
+            raise InputError(f"partner {partner}: {exc}") from None
+    return Comparison(meta=meta, panels=panels, runs=runs, source=source)
+
+
+def load_comparison(run_dir: str | Path) -> Comparison:
+    """Read a `consortium simulate` run directory: comparison.json and every model directory it lists."""
+    run_dir = Path(run_dir)
+    meta = _read_json(run_dir / COMPARISON_JSON, "is it the --out directory of `consortium simulate`?")
+    models = meta.get("models")
+    if not isinstance(models, list) or not models:
+        raise InputError(f"{run_dir / COMPARISON_JSON} lists no models ('models' is empty or missing)")
+    entries = []
+    for i, m in enumerate(models):
+        try:
+            entries.append((str(m["partner"]), str(m["variant"]), int(m["seed"]), run_dir / str(m["dir"])))
+        except (KeyError, TypeError, ValueError):
+            raise InputError(f"{run_dir / COMPARISON_JSON}: models[{i}] needs partner, variant, seed and dir; "
+                             f"got {m!r}") from None
+    return _assemble(entries, meta, str(run_dir / COMPARISON_JSON))
+
+
+def comparison_from_models(models: dict[str, Path], partner: str = "partner") -> Comparison:
+    """One partner's comparison from model directories keyed by variant (`partner-kit compare`), seed as trained."""
+    entries: list[tuple[str, str, int, Path]] = []
+    first_metrics: dict[str, Any] = {}
+    plan_hash, plan_name = None, None
+    for variant, model_dir in models.items():
+        model_dir = Path(model_dir)
+        info = _read_json(model_dir / "model.json", "is this a finished model directory?")
+        entries.append((partner, variant, 0, model_dir))
+        first_metrics = first_metrics or _read_json(model_dir / "metrics.json", "is this a finished model directory?")
+        if variant == "single":
+            plan_hash, plan_name = info.get("plan_hash"), (info.get("plan") or {}).get("name")
+    meta = {"plan_hash": plan_hash, "plan_name": plan_name, "test_fold": first_metrics.get("test_fold"),
+            "valid_fold": first_metrics.get("valid_fold"), "seeds": [0],
+            "selection": "each model as its own training selected it on the validation fold "
+                         "(metrics.json: best epoch or best round)",
+            "partners": {partner: {"models": {v: str(Path(d).resolve()) for v, d in models.items()}}}}
+    return _assemble(entries, meta, "the given model directories")
