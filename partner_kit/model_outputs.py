@@ -85,3 +85,6 @@ def write_model_outputs(model_dir: Path, model: MultitaskModel, batcher: CsrBatc
         model.train(was)
     write_predictions(model_dir / VALID_PREDICTIONS, valid)
     write_predictions(model_dir / TEST_PREDICTIONS, test)
+    from partner_kit.conformal import calibrate_model_dir  # conformal.json + validity/efficiency in metrics.json
+
+    calibrate_model_dir(model_dir, valid, test, data.tasks)

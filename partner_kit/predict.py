@@ -1,15 +1,19 @@
-"""Predictions for scientists: SMILES in, per-assay activity probabilities with a confidence out.
+"""Predictions for scientists: SMILES in, per-assay activity probabilities with a conformal confidence out.
 
-Confidence combines two things a chemist can check:
-- the task's reliability: its held-out test AUC-ROC recorded in the model's `metrics.json`;
-- the molecule's applicability domain: its largest Tanimoto similarity to the partner's training compounds,
-  computed on the keyed fingerprints of a prepared directory (optional; nothing leaves the partner).
-`high` needs AUC-ROC >= 0.8 and (if known) similarity >= 0.5; `low` means AUC-ROC < 0.7, a task that could not be
-evaluated, or similarity < 0.3; everything else is `medium`.
+Confidence is the conformal result (see `partner_kit.conformal`), which says what it promises: at significance ε
+the prediction set ({active}, {inactive}, both, empty) holds the true label for at least 1 − ε of molecules of each
+class like the calibration compounds; regression tasks get an interval with the same promise. The old
+high/medium/low label is gone. With a prepared directory the page and CSV add the molecule's largest Tanimoto
+similarity to the training compounds (how far it is from what the model has seen) and, per molecule, the nearest
+measured training compounds. Nothing leaves the partner.
+
+Every molecule is size-checked (raw length, heavy atoms of its largest fragment: the plan's limit) before RDKit
+standardizes or draws it, so one huge SMILES cannot take the server down.
 """
 
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,16 +25,16 @@ import scipy.sparse as sp
 
 from consortium.plan import Plan
 from data_prep.errors import InputError
-from data_prep.featurize import featurize_smiles
 from data_prep.key import key_check_hash, load_key
 from data_prep.prediction import read_frame
 from data_prep.prepared import PreparedData
 from partner_kit.batching import SparseBatch
-from partner_kit.weights import METRICS_JSON, load_model
+from partner_kit.conformal import DEFAULT_SIGNIFICANCE, ConformalModel, prediction_sets
+from partner_kit.weights import load_model
 
-HIGH_AUC, LOW_AUC = 0.8, 0.7
-HIGH_SIMILARITY, LOW_SIMILARITY = 0.5, 0.3
 MAX_MOLECULES = 100_000
+DETAIL_TASKS = 12  # atom-contribution maps drawn by default in one molecule's detail view
+CHARS_PER_HEAVY_ATOM = 20  # a raw SMILES longer than this many characters per allowed heavy atom is refused unread
 
 
 def task_label(task: dict[str, Any]) -> str:
@@ -45,13 +49,27 @@ def task_label(task: dict[str, Any]) -> str:
     return f"assay {assay} {op} {float(threshold):g}"
 
 
-def confidence_level(auc_roc: float | None, similarity: float | None) -> str:
-    if auc_roc is None or math.isnan(auc_roc) or auc_roc < LOW_AUC:
-        return "low"
-    if similarity is not None and not math.isnan(similarity) and similarity < LOW_SIMILARITY:
-        return "low"
-    sim_ok = similarity is None or math.isnan(similarity) or similarity >= HIGH_SIMILARITY
-    return "high" if auc_roc >= HIGH_AUC and sim_ok else "medium"
+def size_error(smiles: str, max_heavy_atoms: int) -> str | None:
+    """Why a raw SMILES is too large to standardize, or None; cheap (no sanitization, no drawing).
+
+    Heavy atoms are counted on the largest fragment, as the standardizer counts them after salt stripping, so
+    this refuses nothing that `data-prep prepare` would accept (but for pathological mixtures).
+    """
+    max_chars = CHARS_PER_HEAVY_ATOM * max_heavy_atoms
+    if len(smiles) > max_chars:
+        return (f"SMILES of {len(smiles)} characters, longer than {max_chars} (the plan allows "
+                f"{max_heavy_atoms} heavy atoms); not read")
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    raw = Chem.MolFromSmiles(smiles.strip(), sanitize=False) if smiles.strip() else None
+    if raw is None:
+        return None  # the standardizer gives the syntax error
+    largest = max((sum(1 for i in fragment if raw.GetAtomWithIdx(i).GetAtomicNum() > 1)
+                   for fragment in Chem.GetMolFrags(raw, asMols=False, sanitizeFrags=False)), default=0)
+    if largest > max_heavy_atoms:
+        return f"{largest} heavy atoms, more than max_heavy_atoms ({max_heavy_atoms}) of the plan"
+    return None
 
 
 def max_tanimoto(query: sp.csr_matrix, reference: sp.csr_matrix) -> np.ndarray:
@@ -73,94 +91,204 @@ def max_tanimoto(query: sp.csr_matrix, reference: sp.csr_matrix) -> np.ndarray:
 
 
 @dataclass
+class Molecules:
+    """Input molecules in input order: SMILES, names, the 1-based input line/row each came from, and errors
+    found while reading (e.g. an unreadable SD record), which keep their row."""
+
+    smiles: list[str]
+    names: list[str]
+    rows: list[int]
+    errors: list[str | None] | None = None
+
+    @classmethod
+    def of(cls, smiles: list[str], names: list[str] | None = None) -> Molecules:
+        return cls(list(smiles), list(names) if names is not None else [""] * len(smiles),
+                   list(range(1, len(smiles) + 1)))
+
+
+@dataclass
 class Prediction:
-    """One table row per input molecule (in input order) and the task columns it holds."""
+    """One table row per input molecule (in input order); `x` holds their keyed fingerprints."""
 
     table: pd.DataFrame
     task_columns: list[str]
+    x: sp.csr_matrix
 
 
 class Predictor:
     """A partner's model ready to score SMILES; build once, call `predict` per request."""
 
-    def __init__(self, model_dir: str | Path, key: str | Path | bytes, prepared: str | Path | None = None) -> None:
+    def __init__(self, model_dir: str | Path, key: str | Path | bytes, prepared: str | Path | None = None,
+                 significance: float = DEFAULT_SIGNIFICANCE) -> None:
+        if not 0 < significance < 1:
+            raise InputError(f"--significance {significance} must be between 0 and 1 (e.g. 0.2 for 80 % sets)")
         self.model_dir = Path(model_dir)
-        self.model, self.info = load_model(self.model_dir)
-        self.plan = Plan.from_dict(self.info["plan"], source=str(self.model_dir / "model.json"))
+        self.significance = float(significance)
+        try:
+            self.model, self.info = load_model(self.model_dir)
+            self.plan = Plan.from_dict(self.info["plan"], source=str(self.model_dir / "model.json"))
+            self.tasks: list[dict[str, Any]] = list(self.info["tasks"])
+        except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
+            raise InputError(f"{self.model_dir / 'model.json'} is damaged ({type(exc).__name__}: {exc}); "
+                             "copy the model directory again or retrain it") from None
         self.key = key if isinstance(key, bytes) else load_key(key)
         expected = (self.info.get("prepared_manifest") or {}).get("key_check_hash")
         if expected and expected != key_check_hash(self.key):
             raise InputError(f"the secret key does not match the one the model in {self.model_dir} was trained "
                              "with; use the consortium's secret.key")
-        self.tasks = self.info["tasks"]
         self.labels = [task_label(t) for t in self.tasks]
-        self.task_auc = self._task_auc()
-        self.reference = self._training_fingerprints(prepared) if prepared else None
+        self.conformal = ConformalModel.load(self.model_dir)
+        self.training = self._training_set(prepared) if prepared else None
+        self._explainer = None
 
-    def _task_auc(self) -> list[float]:
-        path = self.model_dir / METRICS_JSON
-        per_task = []
-        if path.is_file():
-            import json
+    def _training_set(self, prepared: str | Path):  # -> neighbours.TrainingSet
+        from partner_kit.neighbours import TrainingSet
 
-            per_task = json.loads(path.read_text()).get("test_per_task") or []
-        by_index = {row.get("task_index"): row.get("auc_roc") for row in per_task}
-        return [float(by_index.get(t.get("task_index")) or math.nan) for t in self.tasks]
-
-    def _training_fingerprints(self, prepared: str | Path) -> sp.csr_matrix:
-        data = PreparedData.load(prepared)
+        data = PreparedData.load(prepared, with_compounds=True)
         if data.manifest.get("plan_hash") not in (None, self.info["plan_hash"]):
             raise InputError(f"{prepared} was prepared under another plan than the model in {self.model_dir}")
-        test_fold = self.info.get("test_fold")
-        keep = data.folds != test_fold if test_fold is not None else np.ones(data.n_rows, dtype=bool)
-        return data.x[np.flatnonzero(keep)]
+        if data.n_features != self.plan.n_features:
+            raise InputError(f"{prepared} has fingerprint size {data.n_features}, the model {self.plan.n_features}")
+        return TrainingSet(data, self.info.get("test_fold"))
 
-    def predict(self, smiles: list[str], names: list[str] | None = None) -> Prediction:
-        if len(smiles) > MAX_MOLECULES:
-            raise InputError(f"{len(smiles)} molecules in one request; split the input into parts of "
-                             f"at most {MAX_MOLECULES}")
-        x, errors = featurize_smiles(smiles, self.plan.data, self.key)
-        prob, values = (np.zeros((len(smiles), 0)), np.zeros((len(smiles), 0)))
-        if len(smiles):
-            p, v = self.model.predict(SparseBatch.from_csr(x.astype(np.float32)))
-            prob, values = p.numpy(), v.numpy()
-        similarity = max_tanimoto(x, self.reference) if self.reference is not None else None
-        table = pd.DataFrame({
-            "row": np.arange(1, len(smiles) + 1),
-            "name": names if names is not None else [""] * len(smiles),
-            "smiles": smiles,
-            "error": [e or "" for e in errors],
-        })
+    @property
+    def max_heavy_atoms(self) -> int:
+        return int(self.plan.data.standardization.max_heavy_atoms)
+
+    def featurize(self, smiles: list[str]) -> tuple[sp.csr_matrix, list[str | None], list[str | None]]:
+        """(keyed fingerprint rows, standardized SMILES, errors) per input; too-large inputs are never parsed."""
+        from data_prep.fingerprint import keyed_csr
+        from data_prep.parallel import compute_records
+
+        too_big = [size_error(s, self.max_heavy_atoms) for s in smiles]
+        safe = ["" if e else s for s, e in zip(smiles, too_big, strict=True)]
+        records = compute_records(safe, self.plan.data, n_jobs=1, cache_dir=False, progress=False)
+        x = keyed_csr([r.indices() for r in records], [r.counts() for r in records], self.plan.data.fingerprint,
+                      self.key)
+        errors = [big or r.error for big, r in zip(too_big, records, strict=True)]
+        return x.astype(np.float32), [r.smiles for r in records], errors
+
+    def predict(self, molecules: Molecules | list[str], names: list[str] | None = None) -> Prediction:
+        """The prediction table: row, name, smiles, standardized_smiles, error, then per task its columns."""
+        if not isinstance(molecules, Molecules):
+            molecules = Molecules.of(molecules, names)
+        n = len(molecules.smiles)
+        if n == 0:
+            raise InputError("no molecules given: give at least one SMILES")
+        if n > MAX_MOLECULES:
+            raise InputError(f"{n} molecules in one request; split the input into parts of at most {MAX_MOLECULES}")
+        x, standardized, errors = self.featurize(molecules.smiles)
+        if molecules.errors is not None:
+            errors = [read or e for read, e in zip(molecules.errors, errors, strict=True)]
+        p, v = self.model.predict(SparseBatch.from_csr(x))
+        prob, values = p.numpy().astype(np.float64), v.numpy().astype(np.float64)
         failed = np.array([e is not None for e in errors], dtype=bool)
-        if similarity is not None:
-            table["max_similarity_to_training"] = np.where(failed, np.nan, np.round(similarity, 3))
+        table = pd.DataFrame({
+            "row": molecules.rows, "name": molecules.names, "smiles": molecules.smiles,
+            "standardized_smiles": [s or "" for s in standardized], "error": [e or "" for e in errors],
+        })
+        if self.training is not None:
+            table["max_similarity_to_training"] = np.where(failed, np.nan,
+                                                           np.round(max_tanimoto(x, self.training.x), 3))
         n_class = prob.shape[1]
+        columns: dict[str, Any] = {}
         for j, (task, label) in enumerate(zip(self.tasks, self.labels, strict=True)):
             column = prob[:, j] if j < n_class else values[:, j - n_class]
-            table[label] = np.where(failed, np.nan, np.round(column, 4))
+            columns[label] = np.where(failed, np.nan, np.round(column, 4))
+            if self.conformal is None:
+                continue
+            idx = int(task.get("task_index", j))
             if task.get("kind") == "classification":
-                table[f"{label} confidence"] = [
-                    "" if bad else confidence_level(self.task_auc[j], None if similarity is None else similarity[i])
-                    for i, bad in enumerate(failed)
-                ]
-        return Prediction(table=table, task_columns=self.labels)
+                p0, p1 = self.conformal.p_values(idx, column)
+                p0, p1 = np.where(failed, np.nan, p0), np.where(failed, np.nan, p1)
+                columns[f"{label} set"] = prediction_sets(p0, p1, self.significance)
+                columns[f"{label} p(active)"] = np.round(p1, 4)
+                columns[f"{label} p(inactive)"] = np.round(p0, 4)
+            else:
+                half = self.conformal.half_width(idx, self.significance)
+                columns[f"{label} low"] = np.where(failed, np.nan, np.round(column - half, 4))
+                columns[f"{label} high"] = np.where(failed, np.nan, np.round(column + half, 4))
+        table = pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
+        return Prediction(table=table, task_columns=self.labels, x=x)
+
+    # ---- one molecule in depth: why (atom contributions) and based on what (neighbours) -----------------
+    def explainer(self):  # -> explain.Explainer
+        if self._explainer is None:
+            from partner_kit.explain import Explainer
+
+            self._explainer = Explainer(self.model, self.plan.data.fingerprint, self.key)
+        return self._explainer
+
+    def detail(self, smiles: str, positions: list[int] | None = None, k: int = 5) -> dict[str, Any]:
+        """Prediction for every task, atom contributions for the tasks at `positions` (default: all, at most
+        `DETAIL_TASKS` — the most probable first) and, with a prepared directory, the k nearest neighbours."""
+        result = self.predict([smiles])
+        row = result.table.iloc[0]
+        out: dict[str, Any] = {"smiles": smiles, "standardized_smiles": row["standardized_smiles"],
+                               "error": row["error"], "significance": self.significance, "tasks": [],
+                               "neighbours": None}
+        if row["error"]:
+            return out
+        for j, label in enumerate(self.labels):
+            entry: dict[str, Any] = {"position": j, "task": label, "kind": self.tasks[j].get("kind"),
+                                     "prediction": _num(row[label]), "contributions": None}
+            for suffix in ("set", "p(active)", "p(inactive)", "low", "high"):
+                if f"{label} {suffix}" in row.index:
+                    value = row[f"{label} {suffix}"]
+                    entry[suffix] = value if isinstance(value, str) else _num(value)
+            out["tasks"].append(entry)
+        if positions is None:
+            ranked = sorted(out["tasks"], key=lambda t: -(t["prediction"] or 0.0) if t["kind"] == "classification"
+                            else 0.0)
+            positions = [t["position"] for t in ranked[:DETAIL_TASKS]]
+        explainer = self.explainer()
+        for j in positions:
+            if not 0 <= j < len(self.labels):
+                raise InputError(f"task {j} does not exist; this model has tasks 0..{len(self.labels) - 1}")
+            out["tasks"][j]["contributions"] = explainer.contributions(row["standardized_smiles"], j)
+        if self.training is not None:
+            out["neighbours"] = self.training.neighbours(result.x[0], k)
+        return out
 
 
-def read_molecules(path: str | Path) -> tuple[list[str], list[str]]:
-    """SMILES (and names) from .smi/.txt (SMILES [name] per line) or CSV/Parquet with a `smiles` column."""
+def _num(value: Any) -> float | None:
+    value = float(value)
+    return value if math.isfinite(value) else None
+
+
+def parse_smiles_lines(text: str) -> Molecules:
+    """`SMILES [name]` per line; blank lines are skipped but counted, so `rows` are the input line numbers."""
+    smiles, names, rows = [], [], []
+    for number, line in enumerate(text.splitlines(), start=1):
+        parts = line.split(maxsplit=1)
+        if not parts:
+            continue
+        smiles.append(parts[0])
+        names.append(parts[1].strip() if len(parts) > 1 else "")
+        rows.append(number)
+    return Molecules(smiles, names, rows)
+
+
+def read_molecules(path: str | Path) -> Molecules:
+    """Molecules from .smi/.txt (SMILES [name] per line), .sdf, or CSV/Parquet with a `smiles` column."""
     path = Path(path)
-    if path.suffix.lower() in (".smi", ".txt"):
+    suffix = path.suffix.lower()
+    if suffix in (".smi", ".txt", ".sdf"):
         if not path.is_file():
             raise InputError(f"input file {path} not found")
         try:
-            lines = [ln.split(maxsplit=1) for ln in path.read_text(encoding="utf-8").splitlines() if ln.strip()]
+            text = path.read_text(encoding="utf-8")
         except UnicodeDecodeError:
             raise InputError(f"{path} is not UTF-8 text; give one SMILES [name] per line") from None
-        return [p[0] for p in lines], [p[1].strip() if len(p) > 1 else "" for p in lines]
-    return molecules_from_frame(read_frame(path), str(path))
+        molecules = molecules_from_sdf(text, str(path)) if suffix == ".sdf" else parse_smiles_lines(text)
+    else:
+        molecules = molecules_from_frame(read_frame(path), str(path))
+    if not molecules.smiles:
+        raise InputError(f"{path} holds no molecules; give one SMILES per line or a table with a 'smiles' column")
+    return molecules
 
 
-def molecules_from_frame(frame: pd.DataFrame, source: str) -> tuple[list[str], list[str]]:
+def molecules_from_frame(frame: pd.DataFrame, source: str) -> Molecules:
     """SMILES from the `smiles` column (any case) and names from `name`, `id` or `compound_id` if present."""
     col = next((c for c in frame.columns if str(c).lower() == "smiles"), None)
     if col is None:
@@ -169,4 +297,30 @@ def molecules_from_frame(frame: pd.DataFrame, source: str) -> tuple[list[str], l
     name_col = next((c for c in frame.columns if str(c).lower() in ("name", "id", "compound_id")), None)
     smiles = frame[col].fillna("").astype(str).tolist()
     names = frame[name_col].fillna("").astype(str).tolist() if name_col else [""] * len(smiles)
-    return smiles, names
+    return Molecules(smiles, names, list(range(1, len(smiles) + 1)))
+
+
+def molecules_from_sdf(text: str, source: str) -> Molecules:
+    """One molecule per SD record, as SMILES (title line as name); a record RDKit cannot read keeps its row.
+
+    The SMILES is then size-checked like any other input; records of more than 10,000 lines are not parsed.
+    """
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    records = [r for r in text.split("$$$$") if r.strip()]
+    smiles, names, errors = [], [], []
+    for number, record in enumerate(records, start=1):
+        block = record.lstrip("\r\n")
+        lines = block.splitlines()
+        names.append(lines[0].strip() if lines else "")
+        mol = Chem.MolFromMolBlock(block, sanitize=False) if len(lines) <= 10_000 else None
+        text = None
+        if mol is not None:
+            try:
+                text = Chem.MolToSmiles(mol)
+            except Exception:  # RDKit cannot write some unsanitized records
+                text = None
+        smiles.append(text or "")
+        errors.append(None if text else f"SD record {number} of {source} cannot be read as a molecule")
+    return Molecules(smiles, names, list(range(1, len(smiles) + 1)), errors)

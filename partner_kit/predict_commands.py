@@ -8,6 +8,21 @@ import typer
 
 from data_prep.atomic import write_atomic
 from data_prep.console import console, friendly_errors
+from data_prep.errors import InputError
+
+DEFAULT_SIGNIFICANCE = 0.2  # partner_kit.conformal.DEFAULT_SIGNIFICANCE; not imported: start-up stays instant
+SIGNIFICANCE_HELP = "Conformal significance ε: sets hold the true label for ≥ 1 − ε of molecules per class"
+
+
+def _check_out(out: Path) -> None:
+    """Refuse an --out that cannot become a file before any work is done."""
+    if out.is_dir():
+        raise InputError(f"--out {out} is a directory; give a file name such as {out / 'predictions.csv'}")
+    for parent in out.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise InputError(f"--out {out}: {parent} is a file, not a directory")
+            break
 
 
 @friendly_errors
@@ -15,17 +30,22 @@ def predict(
     model: Path = typer.Option(..., "--model", help="Model directory (from `train` or a federated run)"),
     key: Path = typer.Option(..., "--key", help="The consortium's secret.key"),
     input: Path = typer.Option(..., "--input",  # \\[: rich markup would swallow "[name]"
-                               help=".smi/.txt (SMILES \\[name] per line) or CSV/Parquet with `smiles`"),
+                               help=".smi/.txt (SMILES \\[name] per line), .sdf, or CSV/Parquet with `smiles`"),
     out: Path = typer.Option(Path("predictions.csv"), "--out", help="Where to write the predictions CSV"),
     prepared: Path | None = typer.Option(None, "--prepared",
-                                         help="Prepared training data, for the similarity-to-training confidence"),
+                                         help="The partner's prepared training data: similarity to training"),
+    significance: float = typer.Option(DEFAULT_SIGNIFICANCE, "--significance", help=SIGNIFICANCE_HELP),
 ) -> None:
     """Predict per-assay activity for a file of molecules; every input row keeps its place, failures say why."""
-    from partner_kit.predict import Predictor, read_molecules  # torch + RDKit: only when a command runs
+    from partner_kit.predict import Predictor, read_molecules
 
-    smiles, names = read_molecules(input)
-    table = Predictor(model, key, prepared).predict(smiles, names).table
-    write_atomic(out, lambda p: table.to_csv(p, index=False))
+    _check_out(out)
+    molecules = read_molecules(input)
+    table = Predictor(model, key, prepared, significance).predict(molecules).table
+    try:
+        write_atomic(out, lambda p: table.to_csv(p, index=False))
+    except OSError as exc:
+        raise InputError(f"cannot write --out {out}: {exc.strerror or exc}") from None
     failed = int((table["error"] != "").sum())
     console.print(f"wrote {out}: {len(table)} molecules, {failed} could not be featurized (see the error column)")
 
@@ -34,14 +54,16 @@ def predict(
 def serve(
     model: Path = typer.Option(..., "--model", help="Model directory"),
     key: Path = typer.Option(..., "--key", help="The consortium's secret.key"),
-    prepared: Path | None = typer.Option(None, "--prepared", help="Prepared training data (similarity confidence)"),
+    prepared: Path | None = typer.Option(None, "--prepared",
+                                         help="The partner's prepared training data: similarity and neighbours"),
+    significance: float = typer.Option(DEFAULT_SIGNIFICANCE, "--significance", help=SIGNIFICANCE_HELP),
     host: str = typer.Option("127.0.0.1", help="Address to listen on (keep it inside the partner's network)"),
     port: int = typer.Option(8080, help="Port"),
 ) -> None:
-    """Serve the prediction web page for scientists at http://HOST:PORT/."""
+    """Serve the prediction web page for scientists at http://HOST:PORT/ (JSON API under /api/)."""
     from partner_kit.predict import Predictor
     from partner_kit.web import create_app
 
-    app = create_app(Predictor(model, key, prepared))
+    app = create_app(Predictor(model, key, prepared, significance))
     console.print(f"prediction page on http://{host}:{port}/ (Ctrl+C to stop)")
     app.run(host=host, port=port, debug=False)

@@ -1,30 +1,48 @@
-"""The partner's prediction page: paste or upload SMILES, see per-assay probabilities, confidence and structures.
+"""The partner's prediction page and JSON API: SMILES in, probabilities, conformal sets, structures and reasons out.
 
 It serves one partner's private model on the partner's own network (default 127.0.0.1); nothing is sent anywhere
-else. Results can be downloaded as CSV.
+else and the page loads nothing from outside (no CDN: its script is inline). Every molecule is size-checked by the
+predictor before RDKit reads it, and only standardized (hence size-checked) structures are drawn.
+
+Routes: `GET /` form; `POST /` result table; `POST /predict.csv` the same table as CSV (what the CLI writes);
+`GET /molecule?smiles=…` one molecule's detail view (atom-contribution maps, nearest measured neighbours);
+`POST /api/predict` and `POST /api/molecule` the same as JSON (see docs/prediction.md).
 """
 
 from __future__ import annotations
 
 import io
+import math
 from functools import lru_cache
+from typing import Any
 
 import pandas as pd
-from flask import Flask, Response, render_template, request
-from rdkit import Chem
-from rdkit.Chem.Draw import rdMolDraw2D
+from flask import Flask, Response, jsonify, render_template, request
+from werkzeug.exceptions import HTTPException
 
 from data_prep.errors import InputError
-from partner_kit.predict import MAX_MOLECULES, Predictor, molecules_from_frame
+from partner_kit.predict import (
+    MAX_MOLECULES,
+    Molecules,
+    Predictor,
+    molecules_from_frame,
+    molecules_from_sdf,
+    parse_smiles_lines,
+)
 
 MAX_UPLOAD_BYTES = 20 * 1024 * 1024
+MAX_API_BYTES = 2 * 1024 * 1024
+MAX_API_MOLECULES = 10_000
 PAGE_LIMIT = 500  # molecules drawn on the page; the CSV holds all
 
 
 @lru_cache(maxsize=4096)
 def molecule_svg(smiles: str, size: int = 150) -> str:
-    """The input structure as inline SVG (empty when RDKit cannot parse it)."""
-    mol = Chem.MolFromSmiles(smiles)
+    """A (standardized, size-checked) structure as inline SVG; empty when RDKit cannot read it."""
+    from rdkit import Chem
+    from rdkit.Chem.Draw import rdMolDraw2D
+
+    mol = Chem.MolFromSmiles(smiles) if smiles else None
     if mol is None:
         return ""
     drawer = rdMolDraw2D.MolDraw2DSVG(size, size)
@@ -34,72 +52,183 @@ def molecule_svg(smiles: str, size: int = 150) -> str:
     return drawer.GetDrawingText().replace("<?xml version='1.0' encoding='iso-8859-1'?>", "")
 
 
-def parse_text(text: str) -> tuple[list[str], list[str]]:
-    """One molecule per line: SMILES, optionally followed by whitespace and a name."""
-    parts = [line.split(maxsplit=1) for line in text.splitlines() if line.strip()]
-    return [p[0] for p in parts], [p[1].strip() if len(p) > 1 else "" for p in parts]
-
-
-def parse_upload(name: str, payload: bytes) -> tuple[list[str], list[str]]:
-    if name.lower().endswith((".csv", ".tsv")):
+def parse_upload(name: str, payload: bytes) -> Molecules:
+    """An uploaded .csv/.tsv (with a `smiles` column), .sdf, or .smi/.txt (SMILES [name] per line)."""
+    lower = name.lower()
+    if lower.endswith((".csv", ".tsv")):
         try:
-            frame = pd.read_csv(io.BytesIO(payload), dtype=str, sep="\t" if name.lower().endswith(".tsv") else ",")
+            frame = pd.read_csv(io.BytesIO(payload), dtype=str, sep="\t" if lower.endswith(".tsv") else ",")
         except (pd.errors.EmptyDataError, pd.errors.ParserError, UnicodeDecodeError) as exc:
             raise InputError(f"{name} cannot be read as a table: {str(exc).strip()}") from None
-        return molecules_from_frame(frame, name)
-    try:
-        return parse_text(payload.decode("utf-8"))
-    except UnicodeDecodeError:
-        raise InputError(f"{name} is not a text file; upload a .smi, .txt or .csv file") from None
+        molecules = molecules_from_frame(frame, name)
+    else:
+        try:
+            text = payload.decode("utf-8")
+        except UnicodeDecodeError:
+            raise InputError(f"{name} is not a text file; upload a .smi, .txt, .sdf or .csv file") from None
+        molecules = molecules_from_sdf(text, name) if lower.endswith(".sdf") else parse_smiles_lines(text)
+    if not molecules.smiles:
+        raise InputError(f"{name} holds no molecules")
+    return molecules
+
+
+def _json_value(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if hasattr(value, "item"):
+        return _json_value(value.item())
+    return value
+
+
+def table_records(table: pd.DataFrame) -> list[dict[str, Any]]:
+    return [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
+
+
+def api_error(message: str, status: int = 400) -> tuple[Response, int]:
+    return jsonify({"error": message}), status
 
 
 def create_app(predictor: Predictor) -> Flask:
     app = Flask(__name__)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
 
-    def gather() -> tuple[list[str], list[str]]:
+    def page(**context: Any) -> str:
+        base = dict(model=predictor.info, result=None, error=None, text="", max_molecules=MAX_MOLECULES,
+                    significance=predictor.significance, conformal=predictor.conformal is not None,
+                    has_training=predictor.training is not None)
+        base.update(context)
+        return render_template("predict.html", **base)
+
+    def gather() -> Molecules:
         upload = request.files.get("file")
         if upload is not None and upload.filename:
             return parse_upload(upload.filename, upload.read())
-        return parse_text(request.form.get("smiles", ""))
+        molecules = parse_smiles_lines(request.form.get("smiles", ""))
+        if not molecules.smiles:
+            raise InputError("no molecules given: paste SMILES (one per line) or upload a file")
+        return molecules
 
     @app.get("/")
     def index() -> str:
-        return render_template("predict.html", model=predictor.info, result=None, error=None, text="",
-                               max_molecules=MAX_MOLECULES)
+        return page()
 
     @app.post("/")
     def predict_page() -> tuple[str, int] | str:
         text = request.form.get("smiles", "")
         try:
-            smiles, names = gather()
-            if not smiles:
-                raise InputError("no molecules given: paste SMILES (one per line) or upload a file")
-            result = predictor.predict(smiles, names)
+            result = predictor.predict(gather())
         except InputError as exc:
-            return render_template("predict.html", model=predictor.info, result=None, error=str(exc), text=text,
-                                   max_molecules=MAX_MOLECULES), 400
+            return page(error=str(exc), text=text), 400
         table = result.table
         rows = table.head(PAGE_LIMIT).to_dict(orient="records")
-        pictures = [molecule_svg(s) for s in table["smiles"].head(PAGE_LIMIT)]
-        return render_template("predict.html", model=predictor.info, result=result, rows=rows, pictures=pictures,
-                               error=None, text=text, csv=table.to_csv(index=False), truncated=len(table) > PAGE_LIMIT,
-                               max_molecules=MAX_MOLECULES)
+        pictures = [molecule_svg(s) for s in table["standardized_smiles"].head(PAGE_LIMIT)]
+        return page(result=result, rows=rows, pictures=pictures, text=text, truncated=len(table) > PAGE_LIMIT)
 
     @app.post("/predict.csv")
     def predict_csv() -> Response:
         try:
-            smiles, names = gather()
-            table = predictor.predict(smiles, names).table
+            table = predictor.predict(gather()).table
         except InputError as exc:
             return Response(f"error: {exc}\n", status=400, mimetype="text/plain")
         return Response(table.to_csv(index=False), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=predictions.csv"})
 
+    def detail_of(smiles: str, task: str | None) -> dict[str, Any]:
+        if not smiles.strip():
+            raise InputError("no molecule given: pass ?smiles=…")
+        positions = None
+        if task not in (None, ""):
+            try:
+                positions = [int(task)]
+            except ValueError:
+                raise InputError(f"task {task!r} is not a task number") from None
+        return predictor.detail(smiles.strip(), positions)
+
+    @app.get("/molecule")
+    def molecule_page() -> tuple[str, int] | str:
+        from partner_kit.explain import contribution_svg
+
+        smiles = request.args.get("smiles", "")
+        try:
+            detail = detail_of(smiles, request.args.get("task"))
+        except InputError as exc:
+            return render_template("molecule.html", detail=None, error=str(exc), model=predictor.info), 400
+        maps = {t["position"]: contribution_svg(t["contributions"]) for t in detail["tasks"] if t["contributions"]}
+        pictures = [molecule_svg(n.smiles) for n in detail["neighbours"] or []]
+        return render_template("molecule.html", detail=detail, error=None, model=predictor.info, maps=maps,
+                               picture=molecule_svg(detail["standardized_smiles"], 260), labels=predictor.labels,
+                               neighbour_pictures=pictures)
+
+    # ---- JSON API -------------------------------------------------------------------------------------------
+    def api_body() -> dict[str, Any]:
+        if request.content_length is not None and request.content_length > MAX_API_BYTES:
+            raise _TooLarge(f"request body of {request.content_length} bytes; the API takes at most "
+                            f"{MAX_API_BYTES // 2**20} MB")
+        body = request.get_json(silent=True)
+        if not isinstance(body, dict):
+            raise InputError('the body must be a JSON object such as {"smiles": ["CCO"]} '
+                             "(Content-Type: application/json)")
+        return body
+
+    @app.post("/api/predict")
+    def api_predict() -> tuple[Response, int] | Response:
+        try:
+            body = api_body()
+            smiles, names = body.get("smiles"), body.get("names")
+            if not isinstance(smiles, list) or not smiles or not all(isinstance(s, str) for s in smiles):
+                raise InputError('"smiles" must be a non-empty list of strings')
+            if len(smiles) > MAX_API_MOLECULES:
+                raise InputError(f"{len(smiles)} molecules; the API takes at most {MAX_API_MOLECULES} per request "
+                                 "(use `partner-kit predict` for files)")
+            if names is not None and (not isinstance(names, list) or len(names) != len(smiles)
+                                      or not all(isinstance(n, str) for n in names)):
+                raise InputError('"names", when given, must be a list of strings as long as "smiles"')
+            result = predictor.predict(Molecules.of(smiles, names))
+        except _TooLarge as exc:
+            return api_error(str(exc), 413)
+        except InputError as exc:
+            return api_error(str(exc))
+        return jsonify({"significance": predictor.significance, "tasks": predictor.labels,
+                        "columns": list(result.table.columns), "rows": table_records(result.table)})
+
+    @app.post("/api/molecule")
+    def api_molecule() -> tuple[Response, int] | Response:
+        try:
+            body = api_body()
+            smiles, task = body.get("smiles"), body.get("task")
+            if not isinstance(smiles, str):
+                raise InputError('"smiles" must be one SMILES string')
+            if task is not None and not isinstance(task, int):
+                raise InputError('"task", when given, must be a task number')
+            detail = detail_of(smiles, None if task is None else str(task))
+        except _TooLarge as exc:
+            return api_error(str(exc), 413)
+        except InputError as exc:
+            return api_error(str(exc))
+        for entry in detail["tasks"]:
+            contrib = entry.pop("contributions")
+            entry["atom_contributions"] = None if contrib is None else [round(float(w), 5) for w in contrib.weights]
+        detail["neighbours"] = None if detail["neighbours"] is None else [
+            {"row": n.row, "similarity": round(n.similarity, 4), "smiles": n.smiles, "compound_ids": n.compound_ids,
+             "measurements": {predictor.labels[j]: m for j, m in n.measurements.items()}}
+            for n in detail["neighbours"]]
+        return jsonify(detail)
+
     @app.errorhandler(413)
-    def too_large(_: Exception) -> tuple[str, int]:
-        return render_template("predict.html", model=predictor.info, result=None, text="",
-                               error=f"upload larger than {MAX_UPLOAD_BYTES // 2**20} MB; split the file",
-                               max_molecules=MAX_MOLECULES), 413
+    def too_large(_: Exception) -> tuple[Response | str, int]:
+        message = f"request larger than {MAX_UPLOAD_BYTES // 2**20} MB; split the file"
+        if request.path.startswith("/api/"):
+            return api_error(message, 413)
+        return page(error=message), 413
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException) -> tuple[Response | str, int]:
+        if request.path.startswith("/api/"):
+            return api_error(f"{exc.name}: {exc.description}", exc.code or 400)
+        return page(error=f"{exc.name}: {exc.description}"), exc.code or 400
 
     return app
+
+
+class _TooLarge(InputError):
+    """An API request over MAX_API_BYTES (answered 413)."""

@@ -1,79 +1,92 @@
-"""Prediction for scientists: the CLI and the web page on a small model trained on real Tox21 molecules."""
+"""Prediction for scientists: the CLI, the page and the JSON API on a small model trained on real example molecules.
+
+The model (tests/partner_kit/chem_helpers.py) is trained on the bundled tox21-3 structures with labels known from
+the structure (nitro group, carboxylic acid, Crippen logP), so it needs no ../shared data.
+"""
 
 from __future__ import annotations
+
+import io
+import json
+import time
 
 import numpy as np
 import pandas as pd
 import pytest
 import scipy.sparse as sp
-from pk_helpers import make_tasks, small_plan
+from chem_helpers import ASPIRIN, NITROBENZENE, chem_model  # noqa: F401  (session fixture)
 from typer.testing import CliRunner
 
 from data_prep.errors import InputError
-from data_prep.featurize import featurize_smiles
-from data_prep.key import generate_key, key_check_hash, load_key
-from data_prep.prepared import PreparedData
-from partner_kit.predict import Predictor, confidence_level, max_tanimoto
-from partner_kit.training import fit
+from data_prep.key import generate_key
+from partner_kit.predict import Predictor, max_tanimoto, read_molecules, size_error
 from partner_kit.web import create_app
 
-N_MOLECULES = 240
-ASPIRIN = "CC(=O)Oc1ccccc1C(=O)O"
+NITRO_TASK, ACID_TASK, LOGP_TASK = "assay 100 >= 6", "assay 101 >= 6", "assay 102 value"
+HUGE = "C" * 20_000
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory, shared_data):
-    """A prepared directory and a model trained on it, from the first Tox21 molecules (real RDKit features)."""
-    root = tmp_path_factory.mktemp("predict")
-    key_path = generate_key(root / "secret.key")
-    key = load_key(key_path)
-    plan = small_plan(n_features=1024, hidden=(32,), max_epochs=3)
-    raw = pd.read_csv(shared_data / "raw" / "tox21.csv.gz").head(N_MOLECULES * 2)
-    x, errors = featurize_smiles(raw["smiles"].tolist(), plan.data, key)
-    ok = np.flatnonzero([e is None for e in errors])[:N_MOLECULES]
-    labels = raw.iloc[ok][["NR-AR", "SR-ARE"]].to_numpy()
-    y = np.where(np.isnan(labels), 0.0, np.where(labels > 0, 1.0, -1.0)).astype(np.float32)
-    tasks = make_tasks(2, 0)
-    data = PreparedData(
-        x=x[ok].astype(np.float32), folds=(np.arange(len(ok)) % 5).astype(np.int8), y_class=sp.csr_matrix(y),
-        y_regr=sp.csr_matrix((len(ok), 0), dtype=np.float32), y_censor=sp.csr_matrix((len(ok), 0), dtype=np.int8),
-        tasks=tasks, manifest={"plan_hash": plan.hash, "key_check_hash": key_check_hash(key)},
-    )
-    data.save(root / "prepared")
-    fit(plan, data, root / "model", progress=False)
-    return root, key_path, raw["smiles"].iloc[ok].tolist()
+def predictor(chem_model):  # noqa: F811
+    return Predictor(chem_model["model"], chem_model["key"], chem_model["prepared"])
 
 
-def test_every_input_row_keeps_its_place_and_bad_smiles_say_why(trained):
-    root, key, _ = trained
-    table = Predictor(root / "model", key).predict([ASPIRIN, "not-a-smiles", "CCO"]).table
+@pytest.fixture(scope="module")
+def client(predictor):
+    return create_app(predictor).test_client()
+
+
+def run_cli(*args: str):
+    from partner_kit.cli import app
+
+    return CliRunner().invoke(app, list(args))
+
+
+def test_every_input_row_keeps_its_place_and_bad_smiles_say_why(predictor):
+    table = predictor.predict([ASPIRIN, "not-a-smiles", "CCO"]).table
     assert table["row"].tolist() == [1, 2, 3]
     assert table["error"].iloc[1] != "" and table["error"].iloc[0] == table["error"].iloc[2] == ""
-    probs = table[["assay 100 >= 6", "assay 101 >= 6"]].to_numpy()
-    assert np.isnan(probs[1]).all()
+    probs = table[[NITRO_TASK, ACID_TASK]].to_numpy()
+    assert np.isnan(probs[1]).all() and table[f"{NITRO_TASK} set"].iloc[1] == ""
     assert ((probs[[0, 2]] > 0) & (probs[[0, 2]] < 1)).all()
+    assert table["standardized_smiles"].iloc[0] == ASPIRIN
 
 
-def test_a_molecules_prediction_does_not_depend_on_the_batch(trained):
-    root, key, smiles = trained
-    predictor = Predictor(root / "model", key)
+def test_the_model_learned_the_known_labels_and_sets_say_so(predictor):
+    table = predictor.predict([NITROBENZENE, "CCCCCC(=O)O", "CCCCCC"]).table
+    assert table[NITRO_TASK].iloc[0] > 0.5 > table[NITRO_TASK].iloc[2]
+    assert table[f"{NITRO_TASK} set"].iloc[0] in ("active", "both")
+    assert table[f"{ACID_TASK} set"].iloc[1] in ("active", "both")
+    assert table[f"{ACID_TASK} set"].iloc[2] in ("inactive", "both")
+    p_active, p_inactive = table[f"{ACID_TASK} p(active)"], table[f"{ACID_TASK} p(inactive)"]
+    assert p_active.iloc[1] > p_inactive.iloc[1] and p_active.iloc[2] < p_inactive.iloc[2]
+    low, value, high = (table[f"{LOGP_TASK}{s}"].to_numpy() for s in (" low", "", " high"))
+    assert (low < value).all() and (value < high).all()
+    assert np.allclose(high - value, value - low, atol=2e-4)  # one half-width per task
+
+
+def test_a_molecules_prediction_does_not_depend_on_the_batch(predictor, chem_model):  # noqa: F811
     alone = predictor.predict([ASPIRIN]).table.iloc[0]
-    in_batch = predictor.predict(smiles[:50] + [ASPIRIN]).table.iloc[-1]
-    assert alone["assay 100 >= 6"] == pytest.approx(in_batch["assay 100 >= 6"], abs=1e-6)
+    batch = predictor.predict(chem_model["smiles"][:50] + [ASPIRIN] + ["C" * 300]).table
+    in_batch = batch.iloc[50]
+    for column in (NITRO_TASK, f"{NITRO_TASK} p(active)", LOGP_TASK, f"{LOGP_TASK} high"):
+        assert alone[column] == pytest.approx(in_batch[column], abs=1e-6)
+    assert alone[f"{ACID_TASK} set"] == in_batch[f"{ACID_TASK} set"]
+    assert batch["smiles"].tolist() == chem_model["smiles"][:50] + [ASPIRIN] + ["C" * 300]
 
 
-def test_wrong_key_is_refused(trained, tmp_path):
-    root, _, _ = trained
+def test_wrong_key_is_refused(chem_model, tmp_path):  # noqa: F811
     with pytest.raises(InputError, match="secret key does not match"):
-        Predictor(root / "model", generate_key(tmp_path / "other.key"))
+        Predictor(chem_model["model"], generate_key(tmp_path / "other.key"))
 
 
-def test_training_molecules_are_fully_similar_to_training_set(trained):
-    root, key, smiles = trained
-    table = Predictor(root / "model", key, prepared=root / "prepared").predict(smiles[:3] + ["C"]).table
+def test_training_molecules_are_fully_similar_to_training_set(predictor, chem_model):  # noqa: F811
+    data = chem_model["data"]
+    train_smiles = [s for s, f in zip(chem_model["smiles"], data.folds, strict=True) if f != 0][:3]
+    table = predictor.predict(train_smiles + ["C"]).table
     sims = table["max_similarity_to_training"].to_numpy()
-    assert sims[:3].max() == pytest.approx(1.0)  # at least one of them is in a training fold
-    assert sims[3] < 0.3  # methane shares almost no bits with drug-like molecules
+    assert sims[:3] == pytest.approx(1.0)
+    assert sims[3] < 0.5
 
 
 def test_max_tanimoto_matches_a_direct_computation():
@@ -82,65 +95,165 @@ def test_max_tanimoto_matches_a_direct_computation():
     assert max_tanimoto(a, b) == pytest.approx([2 / 3, 1.0])
 
 
-def test_confidence_levels_follow_the_documented_cut_offs():
-    assert confidence_level(0.85, 0.6) == "high"
-    assert confidence_level(0.85, None) == "high"
-    assert confidence_level(0.75, 0.6) == "medium"
-    assert confidence_level(0.85, 0.2) == "low"
-    assert confidence_level(float("nan"), 0.9) == "low"
+def test_oversized_molecules_are_refused_before_rdkit_reads_them(predictor, client):
+    assert "longer than" in size_error(HUGE, 100)
+    big_ring_free = "C" * 150  # short enough to read, too many heavy atoms
+    assert "150 heavy atoms" in size_error(big_ring_free, 100)
+    assert size_error("C" * 60 + ".[Na+].[Cl-]", 100) is None  # salts: the largest fragment counts
+    started = time.perf_counter()
+    table = predictor.predict([HUGE, ASPIRIN]).table
+    assert time.perf_counter() - started < 5
+    assert "longer than" in table["error"].iloc[0] and table["error"].iloc[1] == ""
+    started = time.perf_counter()
+    page = client.post("/", data={"smiles": f"{HUGE}\n{ASPIRIN}"})
+    api = client.post("/api/predict", json={"smiles": [HUGE]})
+    assert time.perf_counter() - started < 5
+    assert page.status_code == 200 and "longer than" in page.get_data(as_text=True)
+    assert api.status_code == 200 and "longer than" in api.json["rows"][0]["error"]
 
 
-def test_predict_cli_writes_a_csv_and_reports_a_missing_smiles_column(trained, tmp_path):
-    from partner_kit.cli import app
-
-    root, key, _ = trained
-    runner = CliRunner()
+def test_predict_cli_writes_a_csv_with_conformal_columns_and_input_line_numbers(chem_model, tmp_path):  # noqa: F811
     good = tmp_path / "in.smi"
-    good.write_text(f"{ASPIRIN} aspirin\nC1CC1C(=O\n")
+    good.write_text(f"{ASPIRIN} aspirin\n\nC1CC1C(=O\n{NITROBENZENE}\n")
     out = tmp_path / "pred.csv"
-    result = runner.invoke(app, ["predict", "--model", str(root / "model"), "--key", str(key),
-                                 "--input", str(good), "--out", str(out)])
+    result = run_cli("predict", "--model", str(chem_model["model"]), "--key", str(chem_model["key"]),
+                     "--input", str(good), "--out", str(out), "--significance", "0.1")
     assert result.exit_code == 0, result.output
     table = pd.read_csv(out)
-    assert table["name"].tolist() == ["aspirin", np.nan] and pd.isna(table["error"].iloc[0])
+    assert table["row"].tolist() == [1, 3, 4]  # the blank line 2 is counted, not skipped
+    assert table["name"].tolist() == ["aspirin", np.nan, np.nan] and pd.isna(table["error"].iloc[0])
+    assert {f"{NITRO_TASK} set", f"{NITRO_TASK} p(active)", f"{LOGP_TASK} low"} <= set(table.columns)
+    assert "confidence" not in " ".join(table.columns)
+
+
+@pytest.mark.parametrize(("content", "message"), [
+    ("structure\nCCO\n", "no 'smiles' column"),
+    ("", "is empty"),
+    ("smiles\n", "no molecules"),
+])
+def test_predict_cli_refuses_unusable_csv_inputs(chem_model, tmp_path, content, message):  # noqa: F811
     bad = tmp_path / "in.csv"
-    bad.write_text("structure\nCCO\n")
-    result = runner.invoke(app, ["predict", "--model", str(root / "model"), "--key", str(key),
-                                 "--input", str(bad), "--out", str(out)])
-    assert result.exit_code == 2 and "no 'smiles' column" in result.output
-    empty = tmp_path / "empty.csv"
-    empty.write_text("")
-    result = runner.invoke(app, ["predict", "--model", str(root / "model"), "--key", str(key),
-                                 "--input", str(empty), "--out", str(out)])
-    assert result.exit_code == 2 and "is empty" in result.output
+    bad.write_text(content)
+    result = run_cli("predict", "--model", str(chem_model["model"]), "--key", str(chem_model["key"]),
+                     "--input", str(bad), "--out", str(tmp_path / "out.csv"))
+    assert result.exit_code == 2 and message in result.output, result.output
+    assert "Traceback" not in result.output
 
 
-def test_web_page_shows_probabilities_structures_and_errors(trained):
-    root, key, _ = trained
-    client = create_app(Predictor(root / "model", key)).test_client()
+def test_predict_cli_refuses_a_bad_out_a_blank_smi_and_a_broken_model(chem_model, tmp_path):  # noqa: F811
+    import shutil
+
+    smi = tmp_path / "in.smi"
+    smi.write_text(f"{ASPIRIN}\n")
+    common = ["predict", "--key", str(chem_model["key"]), "--input", str(smi)]
+    result = run_cli(*common, "--model", str(chem_model["model"]), "--out", str(tmp_path))
+    assert result.exit_code == 2 and "is a directory" in result.output
+    (tmp_path / "file").write_text("x")
+    result = run_cli(*common, "--model", str(chem_model["model"]), "--out", str(tmp_path / "file" / "p.csv"))
+    assert result.exit_code == 2 and "is a file" in result.output
+    blank = tmp_path / "blank.smi"
+    blank.write_text("\n \n")
+    result = run_cli("predict", "--key", str(chem_model["key"]), "--input", str(blank),
+                     "--model", str(chem_model["model"]), "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 2 and "no molecules" in result.output
+    broken = tmp_path / "model"
+    shutil.copytree(chem_model["model"], broken)
+    (broken / "model.json").write_text('{"plan": ')
+    result = run_cli(*common, "--model", str(broken), "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 2 and "model.json" in result.output and "Traceback" not in result.output
+    (broken / "model.json").write_text("[]")
+    result = run_cli(*common, "--model", str(broken), "--out", str(tmp_path / "p.csv"))
+    assert result.exit_code == 2 and "model.json" in result.output
+    result = run_cli(*common, "--model", str(chem_model["model"]), "--out", str(tmp_path / "p.csv"),
+                     "--significance", "1.5")
+    assert result.exit_code == 2 and "between 0 and 1" in result.output
+
+
+def test_sdf_input_reads_every_record_and_keeps_unreadable_ones(tmp_path):
+    from rdkit import Chem
+
+    block = Chem.MolToMolBlock(Chem.MolFromSmiles(ASPIRIN))
+    sdf = tmp_path / "in.sdf"
+    sdf.write_text(f"aspirin{block[block.index(chr(10)):]}\n$$$$\nbroken\n  nonsense\n$$$$\n")
+    molecules = read_molecules(sdf)
+    assert molecules.names == ["aspirin", "broken"] and molecules.rows == [1, 2]
+    assert Chem.CanonSmiles(molecules.smiles[0]) == Chem.CanonSmiles(ASPIRIN)
+    assert molecules.errors[0] is None and "SD record 2" in molecules.errors[1]
+
+
+def test_web_page_shows_probabilities_sets_structures_and_errors(client):
     assert b"<form" in client.get("/").data
     page = client.post("/", data={"smiles": f"{ASPIRIN} aspirin\nnot-a-smiles"})
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert "<svg" in html and "aspirin" in html and "assay 100 &gt;= 6" in html
     assert html.count('class="error"') == 1  # the invalid SMILES, in its own row
+    assert 'data-set="' in html and "https://" not in html  # conformal sets; nothing loaded from outside
     empty = client.post("/", data={"smiles": ""})
     assert empty.status_code == 400 and "no molecules given" in empty.get_data(as_text=True)
     csv = client.post("/predict.csv", data={"smiles": ASPIRIN})
-    assert csv.mimetype == "text/csv" and csv.get_data(as_text=True).startswith("row,name,smiles,error")
+    assert csv.mimetype == "text/csv" and csv.get_data(as_text=True).startswith("row,name,smiles,")
 
 
-def test_web_upload_of_a_csv_uses_its_smiles_and_name_columns(trained):
-    import io
-
-    root, key, _ = trained
-    client = create_app(Predictor(root / "model", key)).test_client()
+def test_web_upload_of_a_csv_uses_its_smiles_and_name_columns(client):
     payload = {"file": (io.BytesIO(f"name,SMILES\naspirin,{ASPIRIN}\nethanol,CCO\n".encode()), "mols.csv")}
     page = client.post("/predict.csv", data=payload, content_type="multipart/form-data")
     table = pd.read_csv(io.StringIO(page.get_data(as_text=True)))
     assert table["name"].tolist() == ["aspirin", "ethanol"] and table["smiles"].tolist() == [ASPIRIN, "CCO"]
     bad = {"file": (io.BytesIO(b"structure\nCCO\n"), "mols.csv")}
     assert client.post("/predict.csv", data=bad, content_type="multipart/form-data").status_code == 400
-    empty = {"file": (io.BytesIO(b""), "mols.csv")}
-    reply = client.post("/predict.csv", data=empty, content_type="multipart/form-data")
-    assert reply.status_code == 400 and "cannot be read" in reply.get_data(as_text=True)
+    for content in (b"", b"smiles\n"):
+        reply = client.post("/", data={"file": (io.BytesIO(content), "mols.csv")}, content_type="multipart/form-data")
+        assert reply.status_code == 400 and 'class="error"' in reply.get_data(as_text=True)
+
+
+def test_api_predict_returns_the_cli_table_as_json(client, predictor):
+    reply = client.post("/api/predict", json={"smiles": [ASPIRIN, "xx"], "names": ["aspirin", "bad"]})
+    assert reply.status_code == 200
+    body = reply.json
+    assert body["tasks"] == [NITRO_TASK, ACID_TASK, LOGP_TASK] and body["significance"] == 0.2
+    expected = predictor.predict([ASPIRIN]).table.iloc[0]
+    first, second = body["rows"]
+    assert first["name"] == "aspirin" and first[NITRO_TASK] == pytest.approx(expected[NITRO_TASK])
+    assert first[f"{ACID_TASK} set"] == expected[f"{ACID_TASK} set"]
+    assert second["error"] and second[NITRO_TASK] is None and second["row"] == 2
+
+
+@pytest.mark.parametrize(("body", "status", "message"), [
+    ("not json", 400, "JSON object"),
+    (json.dumps([1, 2]), 400, "JSON object"),
+    (json.dumps({"smiles": "CCO"}), 400, "list of strings"),
+    (json.dumps({"smiles": []}), 400, "list of strings"),
+    (json.dumps({"smiles": [1]}), 400, "list of strings"),
+    (json.dumps({"smiles": ["CCO"], "names": ["a", "b"]}), 400, "names"),
+    (json.dumps({"smiles": ["C"] * 10_001}), 400, "at most 10000"),
+    (json.dumps({"smiles": ["C" * 1000] * 3000}), 413, "at most 2 MB"),
+])
+def test_api_refuses_malformed_and_oversized_requests_with_a_message(client, body, status, message):
+    reply = client.post("/api/predict", data=body, content_type="application/json")
+    assert reply.status_code == status and message in reply.json["error"]
+
+
+def test_api_molecule_gives_contributions_and_neighbours(client):
+    reply = client.post("/api/molecule", json={"smiles": NITROBENZENE})
+    assert reply.status_code == 200
+    body = reply.json
+    assert body["standardized_smiles"] and len(body["tasks"]) == 3
+    assert all(len(t["atom_contributions"]) == 9 for t in body["tasks"])  # 9 heavy atoms, every task drawn
+    assert len(body["neighbours"]) == 5 and body["neighbours"][0]["similarity"] >= body["neighbours"][-1]["similarity"]
+    one = client.post("/api/molecule", json={"smiles": NITROBENZENE, "task": 1}).json
+    assert [t["atom_contributions"] is not None for t in one["tasks"]] == [False, True, False]
+    assert client.post("/api/molecule", json={"smiles": NITROBENZENE, "task": 7}).status_code == 400
+    assert client.post("/api/molecule", json={"smiles": ["CCO"]}).status_code == 400
+    bad = client.post("/api/molecule", json={"smiles": "xx"}).json
+    assert bad["error"] and bad["tasks"] == []
+
+
+def test_detail_page_draws_maps_and_lists_neighbours(client):
+    page = client.get("/molecule", query_string={"smiles": NITROBENZENE})
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert html.count('class="map"') == 3 and 'id="neighbours"' in html
+    assert client.get("/molecule").status_code == 400
+    assert client.get("/molecule", query_string={"smiles": HUGE}).status_code == 200  # refused, with its reason
+    assert client.get("/nowhere").status_code == 404
