@@ -28,6 +28,7 @@ from flwr.server.workflow.default_workflows import default_fit_workflow
 from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 
+from consortium.admission import Admission, AdmissionRefused
 from consortium.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
 from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
 from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
@@ -57,6 +58,9 @@ class RunSettings:
     #: Seed of the initial trunk and of the round seeds; None = the plan's training.seed (repeat-seed studies
     #: vary it without changing the plan, so the prepared data stays valid).
     seed: int | None = None
+    #: Refuse trunk replies that carry no reference hash; None = only when deployed (an embedded demo may run
+    #: prepared directories whose key it does not have). A hash that differs is refused either way.
+    require_reference: bool | None = None
 
     @property
     def run_seed(self) -> int:
@@ -149,8 +153,8 @@ class RunRecorder:
 class GuardedGrid(Grid):
     """Delegates to a real grid; checks every reply (`check_reply`) and notes which nodes are connected."""
 
-    def __init__(self, inner: Grid, plan: Plan, recorder: RunRecorder) -> None:
-        self.inner, self.plan, self.recorder = inner, plan, recorder
+    def __init__(self, inner: Grid, plan: Plan, recorder: RunRecorder, admission: Admission | None = None) -> None:
+        self.inner, self.plan, self.recorder, self.admission = inner, plan, recorder, admission
 
     def set_run(self, run: Run) -> None:
         self.inner.set_run(run)
@@ -172,7 +176,8 @@ class GuardedGrid(Grid):
         return self.inner.push_messages(messages)
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
-        return refuse_invalid(self.inner.pull_messages(message_ids), self.plan, self.recorder.on_refused)
+        return refuse_invalid(self.inner.pull_messages(message_ids), self.plan, self.recorder.on_refused,
+                              self.admission)
 
     def send_and_receive(self, messages: Iterable[Message], *, timeout: float | None = None) -> Iterable[Message]:
         """Push, then pull until every reply is in (or `timeout`), polling every `REPLY_POLL_S`.
@@ -190,7 +195,7 @@ class GuardedGrid(Grid):
             if not pending or (deadline is not None and time.monotonic() >= deadline):
                 break
             time.sleep(REPLY_POLL_S)
-        return refuse_invalid(replies, self.plan, self.recorder.on_refused)
+        return refuse_invalid(replies, self.plan, self.recorder.on_refused, self.admission)
 
 
 def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str, Any]:
@@ -237,13 +242,19 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
             # Weights are public (example counts): fit max_weight to them for the finest quantization.
             secagg.max_weight = float(max(u.examples for u in result.updates))
 
+    required = settings.mode == "deployed" if settings.require_reference is None else settings.require_reference
+    try:
+        admission = Admission(settings.run_dir, plan.reference_hash, required=required)
+    except AdmissionRefused as exc:
+        raise InputError(str(exc)) from None
     strategy = TrunkFedAvg(plan, trunk, total_rounds=settings.rounds, first_round=first_round,
-                           on_round=on_round, on_final=recorder.on_final, seed=settings.run_seed)
+                           on_round=on_round, on_final=recorder.on_final, seed=settings.run_seed,
+                           admission=admission)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.rounds - first_round + 1),
                            strategy=strategy)
     recorder.write(state="waiting for partners")
     try:
-        DefaultWorkflow(fit_workflow=fit_workflow)(GuardedGrid(grid, plan, recorder), legacy)
+        DefaultWorkflow(fit_workflow=fit_workflow)(GuardedGrid(grid, plan, recorder, admission), legacy)
     except Exception as exc:
         recorder.write(state="failed", error=str(exc))
         raise

@@ -32,13 +32,14 @@ from flwr.server.client_manager import ClientManager
 from flwr.server.client_proxy import ClientProxy
 from flwr.server.strategy import FedAvg
 
+from consortium.admission import REFERENCE_KEY, Admission, AdmissionRefused, check_hash_format
 from consortium.plan import Plan, trunk_shapes
 from consortium.trunk import WIRE_DTYPES, to_dict, to_list
 
 log = logging.getLogger("consortium")
 
-#: The only scalar a partner may report besides its example count.
-ALLOWED_METRICS = frozenset({"loss"})
+#: What a partner may report besides its example count: one loss, and its reference hash (`admission`).
+ALLOWED_METRICS = frozenset({"loss", REFERENCE_KEY})
 SECAGG_CONFIGS = "secaggplus_configs"  # flwr.common.secure_aggregation.secaggplus_constants.RECORD_KEY_CONFIGS
 
 
@@ -209,6 +210,11 @@ def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
     if "loss" not in reported:
         raise ReplyRefused("reply reports no loss")
     check_loss(configs["fitres.metrics"]["loss"])
+    if REFERENCE_KEY in reported:
+        try:
+            check_hash_format(configs["fitres.metrics"][REFERENCE_KEY])
+        except AdmissionRefused as exc:
+            raise ReplyRefused(str(exc)) from None
     record = arrays["fitres.parameters"]
     if secagg:
         if len(record) != 0:
@@ -222,16 +228,37 @@ def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
     check_trunk(_decode([record[k].data for k in record]), plan)
 
 
-def refuse_invalid(messages: Iterable[Message], plan: Plan,
-                   on_refused: Callable[[int, str], None]) -> list[Message]:
-    """Replace each reply that fails `check_reply` by an error reply, so the workflow counts it as failed."""
+def reported_reference(content: RecordDict) -> object:
+    """The reference hash a trunk reply reports (None when it reports none or is no trunk reply)."""
+    metrics = content.config_records.get("fitres.metrics")
+    return None if metrics is None else metrics.get(REFERENCE_KEY)
+
+
+def refuse_invalid(messages: Iterable[Message], plan: Plan, on_refused: Callable[[int, str], None],
+                   admission: Admission | None = None) -> list[Message]:
+    """Replace each reply that fails `check_reply` (or admission) by an error reply, so the workflow counts it
+    as failed and never reads it."""
     from flwr.app import Error
 
+    messages = list(messages)
+
+    def is_trunk_reply(msg: Message) -> bool:
+        return (msg.has_content() and msg.metadata.message_type.startswith("train")
+                and "fitres.num_examples" in msg.content.metric_records)
+
+    if admission is not None:
+        admission.settle([(m.metadata.src_node_id, reported_reference(m.content)) for m in messages
+                          if is_trunk_reply(m)])
     out = []
     for msg in messages:
         if msg.has_content():
             try:
                 check_reply(msg.content, plan, msg.metadata.message_type)
+                if admission is not None and is_trunk_reply(msg):
+                    try:
+                        admission.check(reported_reference(msg.content))
+                    except AdmissionRefused as exc:
+                        raise ReplyRefused(str(exc)) from None
             except ReplyRefused as exc:
                 node = msg.metadata.src_node_id
                 on_refused(node, str(exc))
@@ -249,7 +276,8 @@ class TrunkFedAvg(FedAvg):
 
     def __init__(self, plan: Plan, initial_trunk: dict[str, np.ndarray], *, total_rounds: int,
                  first_round: int = 1, on_round: Callable[[RoundResult], None] | None = None,
-                 on_final: Callable[[float | None, int], None] | None = None, seed: int | None = None) -> None:
+                 on_final: Callable[[float | None, int], None] | None = None, seed: int | None = None,
+                 admission: Admission | None = None) -> None:
         n = plan.federation.min_partners
         super().__init__(
             fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
@@ -265,13 +293,17 @@ class TrunkFedAvg(FedAvg):
         self.refused: list[str] = []
         self.max_examples = 0
         self.sent: list[np.ndarray] = to_list(plan, initial_trunk)  # the trunk replies are measured against
+        self.admission = admission
 
     def __repr__(self) -> str:
         return f"TrunkFedAvg(plan={self.plan.hash[:12]}, rounds={self.total_rounds})"
 
     def round_config(self, rnd: int, final: bool = False) -> dict[str, Scalar]:
-        return {"plan_hash": self.plan.hash, "round": rnd, "rounds": self.total_rounds,
-                "seed": round_seed(self.seed, rnd), "final": final}
+        config: dict[str, Scalar] = {"plan_hash": self.plan.hash, "round": rnd, "rounds": self.total_rounds,
+                                     "seed": round_seed(self.seed, rnd), "final": final}
+        if self.admission is not None and self.admission.expected:  # so a refused partner learns why
+            config[REFERENCE_KEY] = self.admission.expected
+        return config
 
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:

@@ -15,6 +15,7 @@ from flwr.client.mod import secaggplus_mod
 from flwr.clientapp.typing import ClientAppCallable
 from flwr.common import Scalar
 
+from consortium.admission import REFERENCE_KEY
 from consortium.plan import Plan
 from partner_kit.federated import FederatedPartner, PartnerConfig, PlanMismatch, get_partner
 
@@ -36,13 +37,27 @@ class PartnerClient(NumPyClient):
 
     def fit(self, parameters: list[np.ndarray], config: dict[str, Scalar]
             ) -> tuple[list[np.ndarray], int, dict[str, Scalar]]:
+        own = self.partner.cfg.reference_hash
+        check_reference(own, config.get(REFERENCE_KEY), self.partner.cfg.name)  # before any training
         arrays, n_train, loss = self.partner.fit_round(parameters, config)
-        return arrays, n_train, {"loss": loss}
+        metrics: dict[str, Scalar] = {"loss": loss}
+        if own:
+            metrics[REFERENCE_KEY] = own  # proves plan + key + kit agree; reveals neither
+        return arrays, n_train, metrics
 
     def evaluate(self, parameters: list[np.ndarray], config: dict[str, Scalar]
                  ) -> tuple[float, int, dict[str, Scalar]]:
         loss, n = self.partner.finish(parameters, config)
         return float(loss), n, {}
+
+
+def check_reference(own: str, consortium: object, name: str) -> None:
+    """Stop with the reason when the consortium's reference hash (sent once known) is not this partner's."""
+    if own and isinstance(consortium, str) and consortium and consortium != own:
+        raise PlanMismatch(
+            f"{name}: refused by the consortium: its reference hash is {consortium[:16]}… but yours is {own[:16]}…; "
+            "your secret key, plan or kit differs from the other partners' (compare `data-prep reference-hash`), "
+            "so your updates are not averaged")
 
 
 def client_fn(context: Context):  # -> flwr Client

@@ -62,6 +62,9 @@ class PartnerConfig:
     valid_fold: int = 1
     test_fold: int = 0
     score_every: int = 1
+    #: This partner's `data-prep reference-hash` (plan + key + kit), sent with every trunk reply so the
+    #: consortium can refuse a partner whose key or kit differs; "" = not computed (embedded demos).
+    reference_hash: str = ""
 
     @classmethod
     def from_node_config(cls, cfg: Mapping[str, Any]) -> PartnerConfig:
@@ -72,7 +75,8 @@ class PartnerConfig:
         return cls(plan=Path(str(cfg["plan"])), prepared=Path(str(cfg["prepared"])), model=Path(str(cfg["model"])),
                    name=str(cfg.get("name", "partner")), seed=None if seed in (None, "", -1) else int(seed),
                    valid_fold=int(cfg.get("valid-fold", 1)), test_fold=int(cfg.get("test-fold", 0)),
-                   score_every=int(cfg.get("score-every", 1)))
+                   score_every=int(cfg.get("score-every", 1)),
+                   reference_hash=str(cfg.get("reference-hash", "")))
 
     def to_node_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"plan": str(self.plan), "prepared": str(self.prepared), "model": str(self.model),
@@ -80,6 +84,8 @@ class PartnerConfig:
                                "score-every": self.score_every}
         if self.seed is not None:
             cfg["seed"] = self.seed
+        if self.reference_hash:
+            cfg["reference-hash"] = self.reference_hash
         return cfg
 
 

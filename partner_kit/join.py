@@ -9,6 +9,7 @@ directory made under another plan fails here, a consortium running another plan 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import os
 import shlex
@@ -127,11 +128,22 @@ def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path 
 
 def resolve(cfg: PartnerConfig) -> PartnerConfig:
     """Absolute paths: the ClientApp runs in another process and working directory."""
-    from partner_kit.federated import PartnerConfig
+    return dataclasses.replace(cfg, plan=Path(cfg.plan).resolve(), prepared=Path(cfg.prepared).resolve(),
+                               model=Path(cfg.model).resolve())
 
-    return PartnerConfig(plan=Path(cfg.plan).resolve(), prepared=Path(cfg.prepared).resolve(),
-                         model=Path(cfg.model).resolve(), name=cfg.name, seed=cfg.seed, valid_fold=cfg.valid_fold,
-                         test_fold=cfg.test_fold, score_every=cfg.score_every)
+
+def with_reference_hash(cfg: PartnerConfig, plan: Plan, key: Path | None) -> PartnerConfig:
+    """The partner's reference hash (computed with `key`, or cached in the model dir) in its config; checked
+    against the plan's `reference_hash` slot here, before anything connects."""
+    from partner_kit.reference import partner_reference_hash
+
+    manifest = json.loads((Path(cfg.prepared) / "manifest.json").read_text())
+    digest = partner_reference_hash(cfg.plan, manifest, cfg.prepared, cfg.model, key)
+    if plan.reference_hash and digest != plan.reference_hash:
+        raise InputError(f"your reference hash {digest[:16]}… is not the plan's reference_hash "
+                         f"{plan.reference_hash[:16]}…: your secret key or kit differs from the consortium's; "
+                         "the consortium would refuse your updates")
+    return dataclasses.replace(cfg, reference_hash=digest)
 
 
 def join_command(
@@ -139,6 +151,8 @@ def join_command(
     prepared: Path = typer.Option(..., "--prepared", help="This partner's prepared directory"),
     model: Path = typer.Option(..., "--model", help="This partner's model directory (heads persist here)"),
     superlink: str = typer.Option(..., "--superlink", help="The consortium's SuperLink, HOST:PORT"),
+    key: Path | None = typer.Option(None, "--key", help="Your secret.key: computes the reference hash the "
+                                    "consortium admits you by (once; cached in --model)"),
     name: str = typer.Option("partner", "--name", help="Partner name for local logs (never sent)"),
     port: int = typer.Option(0, "--port", help="Local port of this SuperNode's runtime API (0: a free one)"),
     seed: int | None = typer.Option(None, "--seed", help="Partner seed for head init (default: the plan's)"),
@@ -158,12 +172,13 @@ def join_command(
     cfg = resolve(PartnerConfig(plan=plan_path, prepared=prepared, model=model, name=name, seed=seed,
                                 valid_fold=valid_fold, test_fold=test_fold))
     plan = check_partner(cfg)
+    cfg = with_reference_hash(cfg, plan, key)
     if port == 0:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
-    console.print(f"{name}: plan {plan.hash[:16]}… ok, prepared data ok; connecting to {superlink} "
-                  "(Ctrl-C to leave)")
+    console.print(f"{name}: plan {plan.hash[:16]}… ok, prepared data ok, reference hash "
+                  f"{cfg.reference_hash[:16]}…; connecting to {superlink} (Ctrl-C to leave)")
     proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
                            warm=warm, threads=threads)
 

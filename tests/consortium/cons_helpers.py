@@ -30,6 +30,7 @@ def with_federation(plan: Plan, **kw) -> Plan:
     return dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, **kw))
 
 
+GOOD_HASH, OTHER_KEY_HASH = "ab" * 32, "cd" * 32  # stand-ins for `data-prep reference-hash` results
 LOSS_CHEATS = {"text": "CC(=O)Oc1ccccc1C(=O)O", "bytes": b"CCO", "nan": float("nan"), "inf": float("inf")}
 
 
@@ -38,7 +39,8 @@ class ScriptedPartner(NumPyClient):
 
     cheat: "" (honest) | "head" (an extra array) | "metric" (an extra metric key) | "shape" (a transposed array)
     | "count" (claims 10**15 examples) | "huge" (finite 1e30 weights) | "text" / "bytes" / "nan" / "inf" (a loss
-    that is a SMILES string, bytes, NaN or infinity)
+    that is a SMILES string, bytes, NaN or infinity) | "key" (the reference hash of another secret key)
+    | "nohash" (no reference hash at all)
     """
 
     def __init__(self, offset: float, examples: int, cheat: str = "") -> None:
@@ -50,7 +52,9 @@ class ScriptedPartner(NumPyClient):
 
     def fit(self, parameters, config):
         arrays = [np.asarray(p, dtype=np.float32) + np.float32(self.offset) for p in parameters]
-        metrics = {"loss": float(self.offset)}
+        metrics = {"loss": float(self.offset), "reference_hash": OTHER_KEY_HASH if self.cheat == "key" else GOOD_HASH}
+        if self.cheat == "nohash":
+            del metrics["reference_hash"]
         if self.cheat == "head":
             arrays.append(np.ones((4, 3), np.float32))
         elif self.cheat == "metric":

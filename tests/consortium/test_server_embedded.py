@@ -116,3 +116,34 @@ def test_reply_smuggling_text_or_outweighing_the_rest_is_refused_recorded_and_th
     assert [len(e.node_ids) for e in entries] == [2, 2] and all(node not in e.node_ids for e in entries)
     assert all(len(e.refused) == 1 and f"node {node}" in e.refused[0] for e in entries)
     assert status["state"] == "finished" and len(status["refused"]) == 2
+
+
+def test_a_partner_with_another_reference_hash_is_refused_every_round(tmp_path):
+    from cons_helpers import GOOD_HASH
+
+    plan = tiny_plan(rounds=2, min_partners=2)
+    partners = {"A": (1.0, 10, ""), "B": (4.0, 30, ""), "W": (0.5, 20, "key")}
+    status, _ = _run(tmp_path, plan, partners)
+    node = status["partners"]["W"]
+    entries = verify(tmp_path / "run" / "ledger.jsonl")
+    assert all(node not in e.node_ids and len(e.node_ids) == 2 for e in entries)
+    assert all("secret key, plan or kit differs" in e.refused[0] for e in entries)
+    admission = json.loads((tmp_path / "run" / "admission.json").read_text())
+    assert admission["reference_hash"] == GOOD_HASH and "2 of 3 agreed" in admission["source"]
+
+
+def test_the_plans_reference_hash_wins_over_the_majority_and_a_missing_hash_is_refused_when_required(tmp_path):
+    import dataclasses
+
+    from cons_helpers import OTHER_KEY_HASH
+
+    plan = dataclasses.replace(tiny_plan(rounds=1, min_partners=1), reference_hash=OTHER_KEY_HASH)
+    partners = {"A": (1.0, 10, ""), "B": (4.0, 30, ""), "W": (0.5, 20, "key")}
+    status, _ = _run(tmp_path / "slot", plan, partners)
+    assert verify(tmp_path / "slot" / "run" / "ledger.jsonl")[0].node_ids == [status["partners"]["W"]]
+    settings = RunSettings(plan=tiny_plan(rounds=1, min_partners=2), run_dir=tmp_path / "strict" / "run", rounds=1,
+                           mode="embedded", require_reference=True)
+    partners = {"A": (1.0, 10, ""), "B": (4.0, 30, ""), "N": (0.5, 20, "nohash")}
+    status, _ = run_embedded(settings, scripted_app(partners), {n: {} for n in partners})
+    entries = verify(tmp_path / "strict" / "run" / "ledger.jsonl")
+    assert status["partners"]["N"] not in entries[0].node_ids and "carries no reference_hash" in entries[0].refused[0]

@@ -24,9 +24,24 @@ class Federation:
     plan_path: Path
     prepared: dict[str, Path]
 
-    def partners(self, models: str = "model") -> dict[str, PartnerConfig]:
-        return {name: PartnerConfig(plan=self.plan_path, prepared=p, model=self.root / name / models, name=name)
+    def partners(self, models: str = "model", hashes: dict[str, str] | None = None) -> dict[str, PartnerConfig]:
+        return {name: PartnerConfig(plan=self.plan_path, prepared=p, model=self.root / name / models, name=name,
+                                    reference_hash=(hashes or {}).get(name, ""))
                 for name, p in self.prepared.items()}
+
+    def reference_hashes(self, models: str = "model", key: Path | None = None) -> dict[str, str]:
+        """Each partner's reference hash with `key` (default: one consortium key), cached in its model dir as
+        `partner-kit join --key` leaves it; the reference set is standardized once per federation."""
+        from data_prep.key import generate_key
+        from partner_kit.reference import partner_reference_hash
+
+        if key is None:
+            key = self.root / "secret.key"
+            if not key.exists():
+                generate_key(key)
+        return {name: partner_reference_hash(cfg.plan, {}, cfg.prepared, cfg.model, key,
+                                             cache_dir=self.root / "std-cache")
+                for name, cfg in self.partners(models).items()}
 
     def run(self, run_dir: str = "run", models: str = "model", rounds: int | None = None, resume: bool = False,
             plan: Plan | None = None, client_app=partner_app, grid_hook=None):
@@ -38,11 +53,13 @@ class Federation:
 
 def make_federation(root: Path, *, rounds: int = 2, schedule: str = "local_steps", local_steps: int = 4,
                     local_epochs: int = 1, secure_aggregation: bool = False, fp16_wire: bool = False,
-                    rows: tuple[int, ...] = ROWS) -> Federation:
+                    rows: tuple[int, ...] = ROWS, min_partners: int | None = None,
+                    trunk_optimizer: str = "keep") -> Federation:
     plan = small_plan(n_features=256, hidden=(32, 16))
     plan = dataclasses.replace(plan, federation=FederationSpec(
         rounds=rounds, schedule=schedule, local_steps=local_steps, local_epochs=local_epochs,
-        min_partners=len(rows), secure_aggregation=secure_aggregation, fp16_wire=fp16_wire))
+        min_partners=min_partners or len(rows), secure_aggregation=secure_aggregation, fp16_wire=fp16_wire,
+        trunk_optimizer=trunk_optimizer))
     root.mkdir(parents=True, exist_ok=True)
     plan_path = plan.save(root / "plan.toml")
     prepared = {}

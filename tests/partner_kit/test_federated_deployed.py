@@ -23,8 +23,9 @@ def test_deployed_run_on_loopback_matches_the_embedded_run(tmp_path):
     fed.run("embedded", "model_embedded")
     consortium = start_consortium(tmp_path / "deployed", flwr_home=tmp_path / "flwr-home" / "consortium")
     nodes = []
+    hashes = fed.reference_hashes("model_deployed")  # a deployed consortium admits only partners that carry one
     try:
-        for name, cfg in fed.partners("model_deployed").items():
+        for name, cfg in fed.partners("model_deployed", hashes).items():
             # A and B fork their ClientApp processes from a warm parent (join's default), C lets Flower
             # start a fresh Python per message: both paths must give the same trunk.
             nodes.append(start_supernode(cfg, consortium.address, port=free_port(),

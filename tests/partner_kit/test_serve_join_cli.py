@@ -35,11 +35,13 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / "flwr-serve"),
         start_new_session=True)
     joins = {}
+    fed.reference_hashes()  # as `join --key` leaves it in each model dir (the reference set standardized once)
     try:
         for name, cfg in fed.partners().items():
             joins[name] = subprocess.Popen(
                 [BIN / "partner-kit", "join", "--plan", cfg.plan, "--prepared", cfg.prepared, "--model", cfg.model,
-                 "--superlink", f"127.0.0.1:{port}", "--name", name, "--insecure", "--threads", "1"],
+                 "--superlink", f"127.0.0.1:{port}", "--name", name, "--insecure", "--threads", "1",
+                 *(["--key", str(tmp_path / "secret.key")] if name == "A" else [])],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / f"flwr-{name}"),
                 start_new_session=True)
         out, _ = serve.communicate(timeout=400)

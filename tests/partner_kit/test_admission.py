@@ -1,0 +1,71 @@
+"""Key and kit agreement: a partner prepared with another secret key is refused before it is averaged in."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import pytest
+from fed_helpers import make_federation
+
+from consortium.embedded import run_embedded
+from consortium.ledger import verify
+from consortium.server_app import RunSettings
+from data_prep.errors import InputError
+from data_prep.key import generate_key, key_check_hash, load_key
+from partner_kit.client_app import app as partner_app
+from partner_kit.reference import cache_path, partner_reference_hash
+
+
+@pytest.fixture(scope="module")
+def fed_with_keys(tmp_path_factory):
+    """Three partners; A and B share the consortium's key, C was given another one."""
+    root = tmp_path_factory.mktemp("admission")
+    fed = make_federation(root, rounds=2, min_partners=2)
+    keys = {"good": generate_key(root / "good.key"), "other": generate_key(root / "other.key")}
+    std_cache = root / "std-cache"  # standardize the reference set once, for both keys
+    hashes = {}
+    for name, cfg in fed.partners().items():
+        key = keys["other" if name == "C" else "good"]
+        manifest = json.loads((cfg.prepared / "manifest.json").read_text())
+        hashes[name] = partner_reference_hash(cfg.plan, manifest, cfg.prepared, cfg.model, key, cache_dir=std_cache)
+    return fed, keys, hashes
+
+
+def test_equal_keys_give_equal_hashes_and_the_hash_is_cached_in_the_model_dir(fed_with_keys):
+    fed, keys, hashes = fed_with_keys
+    assert hashes["A"] == hashes["B"] != hashes["C"]
+    cfg = fed.partners()["A"]
+    saved = json.loads(cache_path(cfg.model).read_text())
+    assert saved["reference_hash"] == hashes["A"] and saved["key_check_hash"] == key_check_hash(load_key(keys["good"]))
+    manifest = json.loads((cfg.prepared / "manifest.json").read_text())
+    assert partner_reference_hash(cfg.plan, manifest, cfg.prepared, cfg.model) == hashes["A"]  # no key needed now
+    with pytest.raises(InputError, match="pass --key"):
+        partner_reference_hash(cfg.plan, manifest, cfg.prepared, cfg.model.parent / "fresh-model")
+
+
+def test_a_key_that_is_not_the_prepared_datas_is_refused_before_joining(fed_with_keys, tmp_path):
+    fed, keys, _ = fed_with_keys
+    cfg = fed.partners()["A"]
+    manifest = {**json.loads((cfg.prepared / "manifest.json").read_text()),
+                "key_check_hash": key_check_hash(load_key(keys["good"]))}
+    with pytest.raises(InputError, match="is not the key .* was prepared with"):
+        partner_reference_hash(cfg.plan, manifest, cfg.prepared, tmp_path / "model", keys["other"])
+
+
+def test_embedded_partner_with_another_key_is_refused_and_told_why(fed_with_keys):
+    fed, _, hashes = fed_with_keys
+    partners = {n: dataclasses.replace(c, model=c.model.parent / "model-embedded", reference_hash=hashes[n])
+                for n, c in fed.partners().items()}
+    settings = RunSettings(plan=fed.plan, run_dir=fed.root / "run-embedded", rounds=2, mode="embedded",
+                           require_reference=True)
+    status, _ = run_embedded(settings, partner_app, {n: c.to_node_config() for n, c in partners.items()},
+                             raise_errors=False)
+    c_node = status["partners"]["C"]
+    entries = verify(fed.root / "run-embedded" / "ledger.jsonl")
+    assert [sorted(e.node_ids) for e in entries] == [sorted([status["partners"]["A"], status["partners"]["B"]])] * 2
+    assert f"node {c_node}" in entries[0].refused[0] and "secret key, plan or kit differs" in entries[0].refused[0]
+    # From round 2 on the round config names the consortium's hash: C stops before training, saying why.
+    assert any("refused by the consortium" in f and "yours is" in f for f in status["failures"]), status["failures"]
+    assert not (partners["C"].model / "federated" / "round-002").exists()
+    assert json.loads((fed.root / "run-embedded" / "admission.json").read_text())["reference_hash"] == hashes["A"]
