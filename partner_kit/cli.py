@@ -131,6 +131,10 @@ from partner_kit.predict_commands import predict, serve  # noqa: E402
 app.command("predict")(predict)
 app.command("serve")(serve)
 
+from partner_kit.compare import compare_command  # noqa: E402
+
+app.command("compare")(friendly_errors(compare_command))
+
 
 if __name__ == "__main__":
     app()
