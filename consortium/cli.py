@@ -82,6 +82,10 @@ def simulate(
     rounds: int | None = typer.Option(None, "--rounds", help="Rounds to run (default: the plan's)"),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint"),
     baseline: bool = typer.Option(True, "--baseline/--no-baseline", help="Train single-partner baselines"),
+    pooled: bool = typer.Option(False, "--pooled", help="Also train the pooled upper bound (all partners' rows in "
+                                "one model, each partner its own heads)"),
+    seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat single, federated (and pooled) with N seeds "
+                              "(same key, same folds)"),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own log lines"),
 ) -> None:
     """Run the federation embedded in one process (no network) and print single vs federated per partner."""
@@ -89,7 +93,7 @@ def simulate(
     from consortium.simulate import summary_table
 
     result = run_simulation(plan_path, _partners_arg(partners, more_partners), out, key=key, rounds=rounds,
-                            resume=resume, baseline=baseline, verbose=verbose)
+                            resume=resume, baseline=baseline, pooled=pooled, seeds=seeds, verbose=verbose)
     st = result.status
     schedule = Plan.load(plan_path).federation.schedule
     out = Console()
@@ -199,10 +203,15 @@ def report(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap draws"),
 ) -> None:
     """Single vs federated (vs pooled) with bootstrap intervals and DeLong tests, as one offline HTML file."""
-    from consortium.report import json_path, write_report
+    from consortium.report import interval_table, json_path, write_report
 
     target = out if out is not None else run_dir / "report.html"
     write_report(run_dir, target, n_boot=replicates, seed=seed)
+    data = json.loads(json_path(target).read_text())
+    term = Console() if Console().is_terminal else Console(width=160)
+    for metric in ("auc_pr", "r2"):
+        if metric in data["consortium"]["pairs"].get("federated-single", {}):
+            term.print(interval_table(data, metric))
     console.print(f"wrote {target} and {json_path(target)}", highlight=False)
 
 

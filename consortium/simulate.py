@@ -33,10 +33,10 @@ from data_prep.atomic import write_text_atomic
 from data_prep.console import console
 from data_prep.errors import InputError
 
-SUMMARY_COLUMNS = ("partner", "tasks", "class_tasks", "regr_tasks", "n_train",
-                   "single_auc_pr", "federated_auc_pr", "delta_auc_pr",
-                   "single_auc_roc", "federated_auc_roc", "delta_auc_roc",
-                   "single_r2", "federated_r2", "delta_r2", "best_round")
+SUMMARY_COLUMNS = ("seed", "partner", "tasks", "class_tasks", "regr_tasks", "n_train",
+                   "single_auc_pr", "federated_auc_pr", "pooled_auc_pr", "delta_auc_pr",
+                   "single_auc_roc", "federated_auc_roc", "pooled_auc_roc", "delta_auc_roc",
+                   "single_r2", "federated_r2", "pooled_r2", "delta_r2", "best_round", "selection_metric")
 
 
 @dataclass(frozen=True)
@@ -63,14 +63,26 @@ def partner_names(dirs: list[Path]) -> list[str]:
     return names
 
 
+def seed_values(plan: Plan, seeds: int) -> list[int]:
+    """The seeds of a repeat study: the plan's training seed, then the next ones (same key, same folds)."""
+    if seeds < 1:
+        raise InputError(f"--seeds must be >= 1, got {seeds}")
+    return [int(plan.training.seed) + i for i in range(seeds)]
+
+
+def seed_dir(out: Path, seed: int, n_seeds: int) -> Path:
+    """Where one seed's federation, baselines and pooled models go (the run dir itself for a single seed)."""
+    return out if n_seeds == 1 else out / "seeds" / str(seed)
+
+
 def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | None = None, rounds: int | None = None,
-             resume: bool = False, baseline: bool = True, progress: bool = True,
-             verbose: bool = False) -> SimulationResult:
-    """Prepare (cached), federate embedded, train baselines, write and return the per-partner table."""
+             resume: bool = False, baseline: bool = True, pooled: bool = False, seeds: int = 1,
+             progress: bool = True, verbose: bool = False) -> SimulationResult:
+    """Prepare (cached); per seed: federate embedded, train baselines (and the pooled bound); write the tables."""
     from consortium.embedded import run_embedded
     from partner_kit.client_app import app as client_app
     from partner_kit.federated import PartnerConfig
-    from partner_kit.simulation import prepared_dir_for, read_metrics, train_baseline
+    from partner_kit.simulation import prepared_dir_for, read_metrics, train_baseline, train_pooled_cached
 
     if len(partners) < 1:
         raise InputError("give at least one partner directory with --partners")
@@ -83,62 +95,114 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
                          f"(federation.min_partners), {len(partners)} given")
     if plan.federation.secure_aggregation and len(partners) < 2:
         raise InputError("secure aggregation needs at least 2 partners")
+    if pooled and not baseline:
+        raise InputError("--pooled is compared with the single-partner baselines; drop --no-baseline")
+    seed_list = seed_values(plan, seeds)
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
-    seconds: dict[str, float] = {}
+    seconds: dict[str, float] = {"prepare": 0.0, "federation": 0.0, "baselines": 0.0, "pooled": 0.0}
     names = partner_names(partners)
     t0 = time.perf_counter()
-    configs: dict[str, PartnerConfig] = {}
+    prepared: dict[str, Path] = {}
     for name, src in zip(names, partners, strict=True):
-        pdir = out / "partners" / name
-        prepared, made = prepared_dir_for(Path(src).resolve(), plan, Path(plan_path), key, pdir / "prepared",
-                                          progress=progress)
+        pdir, made = prepared_dir_for(Path(src).resolve(), plan, Path(plan_path), key,
+                                      out / "partners" / name / "prepared", progress=progress)
         if progress:
-            console.print(f"{name}: {'prepared' if made else 'using prepared'} {prepared}")
-        configs[name] = PartnerConfig(plan=Path(plan_path).resolve(), prepared=prepared, model=pdir / "model",
-                                      name=name)
+            console.print(f"{name}: {'prepared' if made else 'using prepared'} {pdir}")
+        prepared[name] = pdir
     seconds["prepare"] = time.perf_counter() - t0
 
-    t0 = time.perf_counter()
-    columns = [TextColumn("[bold]federation"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-               TimeElapsedColumn()]
-    with Progress(*columns, console=console, disable=not progress) as bar:
-        task = bar.add_task("rounds", total=total_rounds, info="")
+    rows: list[dict[str, Any]] = []
+    models: list[dict[str, Any]] = []
+    status: dict[str, Any] = {}
+    bytes_in: dict[str, int] = dict.fromkeys(names, 0)
+    bytes_out: dict[str, int] = dict.fromkeys(names, 0)
+    partner_seconds: dict[str, float] = dict.fromkeys(names, 0.0)
+    for i, seed in enumerate(seed_list):
+        sdir = seed_dir(out, seed, len(seed_list))
+        label = f"seed {seed} ({i + 1}/{len(seed_list)})" if len(seed_list) > 1 else ""
+        configs = {name: PartnerConfig(plan=Path(plan_path).resolve(), prepared=prepared[name],
+                                       model=sdir / "partners" / name / "model", name=name, seed=seed)
+                   for name in names}
+        t0 = time.perf_counter()
+        columns = [TextColumn(f"[bold]federation {label}"), BarColumn(), MofNCompleteColumn(),
+                   TextColumn("{task.fields[info]}"), TimeElapsedColumn()]
+        with Progress(*columns, console=console, disable=not progress) as bar:
+            task = bar.add_task("rounds", total=total_rounds, info="")
 
-        def on_status(status: dict[str, Any]) -> None:
-            loss = status.get("last_loss")
-            bar.update(task, completed=status.get("round", 0),
-                       info=f"{status.get('state', '')}" + (f"  loss {loss:.4f}" if loss is not None else ""))
+            def on_status(st: dict[str, Any], bar: Progress = bar, task: Any = task) -> None:
+                loss = st.get("last_loss")
+                bar.update(task, completed=st.get("round", 0),
+                           info=f"{st.get('state', '')}" + (f"  loss {loss:.4f}" if loss is not None else ""))
 
-        settings = RunSettings(plan=plan, run_dir=out, rounds=total_rounds, resume=resume, mode="embedded",
-                               on_status=on_status)
-        status, grid = run_embedded(settings, client_app, {n: c.to_node_config() for n, c in configs.items()})
-    seconds["federation"] = time.perf_counter() - t0
+            settings = RunSettings(plan=plan, run_dir=sdir, rounds=total_rounds, resume=resume, mode="embedded",
+                                   on_status=on_status, seed=seed)
+            status, grid = run_embedded(settings, client_app, {n: c.to_node_config() for n, c in configs.items()})
+        seconds["federation"] += time.perf_counter() - t0
+        node_ids = status.get("partners", {})
+        for n in names:
+            bytes_in[n] += int(grid.bytes_in[node_ids[n]])
+            bytes_out[n] += int(grid.bytes_out[node_ids[n]])
+            partner_seconds[n] += round(float(grid.seconds[node_ids[n]]), 3)
 
-    t0 = time.perf_counter()
-    baselines: dict[str, dict[str, Any]] = {}
-    if baseline:
-        for name, cfg in configs.items():
+        t0 = time.perf_counter()
+        baselines: dict[str, dict[str, Any]] = {}
+        if baseline:
+            for name in names:
+                if progress:
+                    console.print(f"{name}: single-partner baseline {label}")
+                baselines[name] = train_baseline(plan, prepared[name], sdir / "partners" / name / "baseline",
+                                                 seed=seed, progress=progress)
+        seconds["baselines"] += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        pooled_metrics: dict[str, dict[str, Any]] = {}
+        if pooled:
             if progress:
-                console.print(f"{name}: single-partner baseline")
-            baselines[name] = train_baseline(plan, cfg.prepared, out / "partners" / name / "baseline",
-                                             progress=progress)
-    seconds["baselines"] = time.perf_counter() - t0
+                console.print(f"pooled model over {', '.join(names)} {label}")
+            pooled_metrics = train_pooled_cached(plan, prepared, {n: sdir / "partners" / n / "pooled" for n in names},
+                                                 seed=seed, progress=progress)
+        seconds["pooled"] += time.perf_counter() - t0
 
-    rows = []
-    for name, cfg in configs.items():
-        fed = read_metrics(cfg.model)
-        info = json.loads((cfg.model / "model.json").read_text())
-        rows.append(summary_row(name, info, fed, baselines.get(name)))
-    node_ids = status.get("partners", {})
-    result = SimulationResult(
-        run_dir=out, rows=rows, status=status, seconds=seconds,
-        bytes_to_partner={n: int(grid.bytes_in[node_ids[n]]) for n in names},
-        bytes_from_partner={n: int(grid.bytes_out[node_ids[n]]) for n in names},
-        partner_seconds={n: round(float(grid.seconds[node_ids[n]]), 3) for n in names},
-    )
+        for name, cfg in configs.items():
+            fed = read_metrics(cfg.model)
+            info = json.loads((cfg.model / "model.json").read_text())
+            row = summary_row(name, info, fed, baselines.get(name), pooled_metrics.get(name))
+            rows.append({"seed": seed, **row})
+            for variant, d in (("single", "baseline"), ("federated", "model"), ("pooled", "pooled")):
+                if variant == "federated" or (variant == "single" and baseline) or (variant == "pooled" and pooled):
+                    models.append({"seed": seed, "partner": name, "variant": variant,
+                                   "dir": str((sdir / "partners" / name / d).relative_to(out))})
+
+    result = SimulationResult(run_dir=out, rows=rows, status=status, seconds=seconds, bytes_to_partner=bytes_in,
+                              bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
     write_summary(result, plan, total_rounds)
+    write_comparison(out, plan, prepared, seed_list, models)
     return result
+
+
+def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: list[int],
+                     models: list[dict[str, Any]]) -> Path:
+    """`comparison.json`: which model directories the report compares, and how they were chosen."""
+    import pandas as pd
+
+    partners = {}
+    for name, pdir in prepared.items():
+        tasks = pd.read_parquet(Path(pdir) / "tasks.parquet")
+        types = tasks["assay_type"] if "assay_type" in tasks.columns else pd.Series([None] * len(tasks))
+        partners[name] = {"prepared": str(pdir),
+                          "assay_types": {str(a): (None if t is None else str(t))
+                                          for a, t in zip(tasks["input_assay_id"], types, strict=True)}}
+    doc = {
+        "plan_hash": plan.hash, "plan_name": plan.name, "test_fold": 0, "valid_fold": 1, "seeds": seeds,
+        "rounds": plan.federation.rounds, "schedule": plan.federation.schedule,
+        "local_steps": plan.federation.local_steps, "trunk_optimizer": plan.federation.trunk_optimizer,
+        "selection": ("each model chosen on the validation fold (fold 1) only, never the test fold (fold 0): "
+                      "single-partner and pooled models by early stopping over epochs, federated models by the "
+                      "partner's own choice of round; score = task-count-weighted mean of the aggregated AUC-PR "
+                      "(classification) and R² (regression) of every task evaluable there, else the validation loss"),
+        "partners": partners, "models": models,
+    }
+    return write_text_atomic(out / "comparison.json", json.dumps(doc, indent=2) + "\n")
 
 
 def _metric(m: dict[str, Any] | None, key: str) -> float:
@@ -148,15 +212,18 @@ def _metric(m: dict[str, Any] | None, key: str) -> float:
     return math.nan if v is None else float(v)
 
 
-def summary_row(name: str, info: dict[str, Any], fed: dict[str, Any], single: dict[str, Any] | None) -> dict[str, Any]:
+def summary_row(name: str, info: dict[str, Any], fed: dict[str, Any], single: dict[str, Any] | None,
+                pooled: dict[str, Any] | None = None) -> dict[str, Any]:
     row: dict[str, Any] = {
         "partner": name, "tasks": int(info["n_class_tasks"]) + int(info["n_regr_tasks"]),
         "class_tasks": int(info["n_class_tasks"]), "regr_tasks": int(info["n_regr_tasks"]),
         "n_train": info.get("n_train"), "best_round": fed.get("best_round"),
+        "selection_metric": fed.get("selection_metric"),
     }
     for key in ("auc_pr", "auc_roc", "r2"):
-        s, f = _metric(single, key), _metric(fed, key)
+        s, f, p = _metric(single, key), _metric(fed, key), _metric(pooled, key)
         row[f"single_{key}"], row[f"federated_{key}"], row[f"delta_{key}"] = s, f, f - s
+        row[f"pooled_{key}"] = p
     return row
 
 
@@ -168,23 +235,50 @@ def _fmt(v: Any, signed: bool = False) -> str:
     return str(v)
 
 
+def _mean_sd(values: list[float], signed: bool = False) -> str:
+    vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
+    if not vals:
+        return "n/a"
+    mean = sum(vals) / len(vals)
+    text = _fmt(float(mean), signed)
+    if len(vals) > 1:
+        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
+        text += f" ±{sd:.3f}"
+    return text
+
+
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
-    table = Table(title=title, caption="AUC-PR / AUC-ROC (R²): aggregated over tasks; best = round each partner kept")
+    """Per partner, means over seeds (± the seeds' standard deviation when there are several)."""
+    seeds = sorted({r.get("seed") for r in rows}, key=str)
+    caption = ("test fold, aggregation-weighted over evaluable tasks; " + (
+        f"mean ± SD over {len(seeds)} seeds; " if len(seeds) > 1 else "one seed; ") +
+        "best = round each partner kept (on its validation fold). Intervals: report.html")
+    table = Table(title=title, caption=caption)
     show_r2 = any(r["regr_tasks"] for r in rows)
-    heads = ["partner", "tasks", "PR single", "PR fed", "Δ PR", "ROC single", "ROC fed", "Δ ROC"] + (
-        ["R² single", "R² fed", "Δ R²"] if show_r2 else []) + ["best"]
-    for h in heads:
-        if h == "partner":
-            table.add_column(h, justify="left", no_wrap=True, min_width=min(max(len(r["partner"]) for r in rows), 12))
-        else:
-            table.add_column(h, justify="right")
-    for r in rows:
-        cells = [r["partner"], f"{r['class_tasks']}+{r['regr_tasks']}" if r["regr_tasks"] else str(r["tasks"]),
-                 _fmt(r["single_auc_pr"]), _fmt(r["federated_auc_pr"]), _fmt(r["delta_auc_pr"], True),
-                 _fmt(r["single_auc_roc"]), _fmt(r["federated_auc_roc"]), _fmt(r["delta_auc_roc"], True)]
-        if show_r2:
-            cells += [_fmt(r["single_r2"]), _fmt(r["federated_r2"]), _fmt(r["delta_r2"], True)]
-        table.add_row(*cells, _fmt(r["best_round"]))
+    show_pooled = any(not math.isnan(r.get("pooled_auc_pr", math.nan)) or not math.isnan(r.get("pooled_r2", math.nan))
+                      for r in rows)
+    metrics = [("auc_pr", "PR"), ("auc_roc", "ROC")] + ([("r2", "R²")] if show_r2 else [])
+    table.add_column("partner", justify="left", no_wrap=True)
+    table.add_column("tasks", justify="right")
+    for _, short in metrics:
+        table.add_column(f"{short} single", justify="right")
+        table.add_column(f"{short} fed", justify="right")
+        if show_pooled:
+            table.add_column(f"{short} pooled", justify="right")
+        table.add_column(f"Δ {short}", justify="right")
+    table.add_column("best", justify="right")
+    names = list(dict.fromkeys(r["partner"] for r in rows))
+    for name in names:
+        mine = [r for r in rows if r["partner"] == name]
+        r0 = mine[0]
+        cells = [name, f"{r0['class_tasks']}+{r0['regr_tasks']}" if r0["regr_tasks"] else str(r0["tasks"])]
+        for key, _ in metrics:
+            cells += [_mean_sd([r[f"single_{key}"] for r in mine]), _mean_sd([r[f"federated_{key}"] for r in mine])]
+            if show_pooled:
+                cells.append(_mean_sd([r.get(f"pooled_{key}", math.nan) for r in mine]))
+            cells.append(_mean_sd([r[f"delta_{key}"] for r in mine], signed=True))
+        cells.append("/".join(_fmt(r["best_round"]) for r in mine))
+        table.add_row(*cells)
     return table
 
 

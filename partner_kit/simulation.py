@@ -77,3 +77,23 @@ def read_metrics(model_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise InputError(f"{model_dir} has no {METRICS_JSON}; the run did not finish for this partner")
     return json.loads(path.read_text())
+
+
+def train_pooled_cached(plan: Plan, prepared: dict[str, Path], out_dirs: dict[str, Path], *, seed: int,
+                        progress: bool = True) -> dict[str, dict[str, Any]]:
+    """The pooled upper bound (see `partner_kit.pooled`), reused when every partner's pooled model is current."""
+    from partner_kit.pooled import train_pooled
+
+    cached = {}
+    for name, out in out_dirs.items():
+        info_path, metrics_path = Path(out) / "model.json", Path(out) / METRICS_JSON
+        if not (info_path.is_file() and metrics_path.is_file()):
+            break
+        info = json.loads(info_path.read_text())
+        if info.get("plan_hash") != plan.hash or info.get("seed") != seed or info.get("partners") != list(prepared):
+            break
+        cached[name] = json.loads(metrics_path.read_text())
+    if len(cached) == len(out_dirs):
+        return cached
+    datas = {name: PreparedData.load(p) for name, p in prepared.items()}
+    return train_pooled(plan, datas, out_dirs, seed=seed, progress=progress)
