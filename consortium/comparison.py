@@ -128,9 +128,10 @@ def _assemble(entries: list[tuple[str, str, int, Path]], meta: dict[str, Any], s
         tasks = pd.DataFrame.from_records(run.info.get("tasks") or [])
         if tasks.empty or "task_index" not in tasks:
             raise InputError(f"{run.dir / 'model.json'} has no task table ('tasks'); is it a finished model?")
-        types = dict(zip(tasks["input_assay_id"].astype(str), tasks.get("assay_type", pd.Series(
-            ["unknown"] * len(tasks))).astype(str), strict=True))
-        types.update({str(k): str(v) for k, v in (partner_meta.get(partner, {}).get("assay_types") or {}).items()})
+        types = {str(a): str(t) for a, t in zip(tasks["input_assay_id"], tasks.get(
+            "assay_type", pd.Series([None] * len(tasks))), strict=True) if t is not None and pd.notna(t)}
+        types.update({str(k): str(v) for k, v in (partner_meta.get(partner, {}).get("assay_types") or {}).items()
+                      if v is not None})
         try:
             panels[partner] = build_panel(partner, tasks, by_key, Quorum.from_plan(run.info.get("plan") or {}), types)
         except ValueError as exc:

@@ -120,6 +120,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
         "plan_name": meta.get("plan_name"), "plan_hash": meta.get("plan_hash"),
         "test_fold": meta.get("test_fold"), "valid_fold": meta.get("valid_fold"),
         "selection": meta.get("selection"), "seeds": comparison.seeds, "variants": comparison.variants,
+        "federation": {k: meta[k] for k in ("rounds", "schedule", "local_steps", "trunk_optimizer") if k in meta},
         "bootstrap": {"replicates": n_boot, "seed": seed, "level": 0.95, "method": (
             "percentile interval; each replicate redraws every partner's test compounds (one draw for all "
             "variants and seeds), the tasks, and the seeds; statistics over tasks are computed per seed and "
@@ -190,10 +191,10 @@ def _ci(est: dict[str, Any] | None, signed: bool = True, pct: bool = False, null
 def _stats_table(groups: list[tuple[str, dict[str, Any]]], variants: list[str]) -> str:
     head = ("<tr><th class=l>comparison</th><th class=l>metric</th><th>tasks</th><th>mean Δ [95 % CI]</th>"
             "<th>median Δ [95 % CI]</th><th>tasks improved [95 % CI]</th><th>rel. improvement to perfect "
-            "[95 % CI]</th><th>DeLong AUC-ROC: better / worse</th></tr>")
+            "[95 % CI]</th><th>mean Δ per seed</th><th>DeLong AUC-ROC: better / worse</th></tr>")
     body = []
     for name, summary in groups:
-        body.append(f'<tr class=group><td colspan=8>{_e(name)}</td></tr>')
+        body.append(f'<tr class=group><td colspan=9>{_e(name)}</td></tr>')
         for pair, by_metric in summary.get("pairs", {}).items():
             for m in stats.METRICS:
                 r = by_metric.get(m)
@@ -205,7 +206,9 @@ def _stats_table(groups: list[tuple[str, dict[str, Any]]], variants: list[str]) 
                     f"<tr><td class=l>{_e(PAIR_LABELS.get(pair, pair))}</td><td class=l>"
                     f"{_e(_metric_label(m))}</td><td>{r['n_tasks']}</td><td>{_ci(r['mean_delta'])}</td>"
                     f"<td>{_ci(r['median_delta'])}</td><td>{_ci(r['share_improved'], False, True, 0.5)}</td>"
-                    f"<td>{_ci(r['relative_improvement'], True, True)}</td><td>{dl_text}</td></tr>")
+                    f"<td>{_ci(r['relative_improvement'], True, True)}</td>"
+                    f"<td><small>{', '.join(_num(x, True) for x in r.get('mean_delta_per_seed', []))}</small></td>"
+                    f"<td>{dl_text}</td></tr>")
     return f"<table>{head}{''.join(body)}</table>"
 
 
@@ -272,6 +275,8 @@ def _meta_section(data: dict[str, Any]) -> str:
         ("model selection", _e(data.get("selection") or "n/a")),
         ("seeds", f"{_e(', '.join(map(str, data.get('seeds', []))))} (same key and folds for every seed)"),
         ("variants", _e(", ".join(data.get("variants", [])))),
+        *([("federation", _e(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["federation"].items())))]
+          if data.get("federation") else []),
         ("bootstrap", f"{data['bootstrap']['replicates']} replicates (seed {data['bootstrap']['seed']}): "
          f"{_e(data['bootstrap']['method'])}"),
         ("per-task test", "DeLong's test for correlated AUC-ROCs on seed-averaged predictions, "
@@ -366,7 +371,7 @@ def render_html(data: dict[str, Any]) -> str:
 <p class=caption>Per-task differences on the test fold, then summarised over tasks (each task once). Brackets: 95 %
 bootstrap interval over test compounds, tasks and seeds. Green: the interval lies above 0 (above 50 % for
 "tasks improved"); red: below. DeLong counts tasks whose AUC-ROC differs at Benjamini–Yekutieli-adjusted
-p &lt; 0.05 (better / worse).</p>
+p &lt; 0.05 (better / worse). "Mean Δ per seed" is each seed on its own: the seed-to-seed spread.</p>
 {_stats_table(groups, variants)}
 <h3>Mean test metric per model</h3>
 <p class=caption>Mean over each partner's evaluable tasks, averaged over seeds, with its 95 % bootstrap interval.</p>
@@ -383,6 +388,52 @@ def json_path(out_path: str | Path) -> Path:
     """report.html -> report.json (same stem, same folder), so two reports in one folder keep their numbers apart."""
     out_path = Path(out_path)
     return out_path.with_name(out_path.stem + ".json")
+
+
+def interval_table(data: dict[str, Any], metric: str = "auc_pr") -> Any:
+    """A terminal (rich) table of mean Δ per partner and for the consortium, with intervals and DeLong counts."""
+    from rich.table import Table
+
+    pairs = [p for p in ("federated-single", "pooled-single", "federated-pooled")
+             if p in data["consortium"].get("pairs", {})]
+    table = Table(title=f"test fold {data.get('test_fold')}: mean Δ {_metric_label(metric)} [95 % bootstrap CI], "
+                        f"{len(data.get('seeds', []))} seed(s)")
+    table.add_column("partner")
+    table.add_column("tasks", justify="right")
+    for v in data.get("variants", []):
+        table.add_column(v, justify="right")
+    for p in pairs:
+        table.add_column(PAIR_LABELS[p], justify="right")
+    ranking = metric in stats.CLASS_METRICS
+    if ranking:
+        table.add_column("DeLong AUC-ROC better/worse", justify="right")
+    groups = [(f"partner {p}", v) for p, v in data["partners"].items() if v.get("pairs")]
+    groups.append(("consortium", data["consortium"]))
+    for name, summary in groups:
+        first = summary["pairs"].get(pairs[0], {}).get(metric) if pairs else None
+        if not first:
+            continue
+        cells = [name, str(first["n_tasks"])]
+        for v in data.get("variants", []):
+            est = summary.get("variants", {}).get(v, {}).get(metric)
+            cells.append("n/a" if not est else _num(est["estimate"]))
+        for p in pairs:
+            r = summary["pairs"][p].get(metric, {}).get("mean_delta")
+            cells.append("n/a" if not r or r.get("estimate") is None else
+                         f"{_num(r['estimate'], True)} [{_num(r['low'], True)}, {_num(r['high'], True)}]")
+        if ranking:
+            dl = summary["pairs"].get("federated-single", {}).get("delong_auc_roc")
+            cells.append(f"{dl['better']}/{dl['worse']}" if dl else "")
+        table.add_row(*cells, style="bold" if name == "consortium" else None)
+    share = data["consortium"].get("pooled_uplift_share", {})
+    if metric != share.get("metric"):
+        return table
+    if share.get("reported"):
+        table.caption = (f"federation captured {_num(share['estimate'], True, True)} "
+                         f"[{_num(share['low'], True, True)}, {_num(share['high'], True, True)}] of the pooled uplift")
+    elif "pooled" in data.get("variants", []):
+        table.caption = f"share of the pooled uplift not reported: {share.get('why', '')}"
+    return table
 
 
 def write_comparison_report(comparison: Comparison, out_path: str | Path, n_boot: int = stats.DEFAULT_REPLICATES,

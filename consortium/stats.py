@@ -469,6 +469,7 @@ def summarize(pooled: Pooled, rng: np.random.Generator | None = None) -> dict[st
                 pair[m] = {k: _estimate(np.nanmean(point[k]), seed_avg(boot[k]))
                            for k in ("mean_delta", "median_delta", "share_improved", "relative_improvement")}
             pair[m]["n_tasks"] = int(idx.size)
+            pair[m]["mean_delta_per_seed"] = [_clean(x) for x in point["mean_delta"]]
             with _quiet():
                 pair[m]["_mean_delta_reps"] = seed_avg(boot["mean_delta"])
                 pair[m]["_mean_delta_point"] = float(np.nanmean(point["mean_delta"]))

@@ -142,6 +142,10 @@ def test_cli_report_writes_html_and_json(run, tmp_path):
                                    "--replicates", str(N_BOOT)])
     assert res.exit_code == 0, res.output
     assert (tmp_path / "x.html").is_file() and (tmp_path / "x.json").is_file()
+    data = json.loads((tmp_path / "x.json").read_text())
+    est = data["consortium"]["pairs"]["federated-single"]["auc_pr"]["mean_delta"]
+    printed = f"{est['estimate']:+.3f} [{est['low']:+.3f}, {est['high']:+.3f}]"
+    assert printed in res.output and "of the pooled uplift" in res.output
 
 
 def _invoke_error(args):
