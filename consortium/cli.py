@@ -37,6 +37,8 @@ def init(
     rounds: int = typer.Option(20, help="Federated rounds"),
     schedule: str = typer.Option("local_steps", help="local_steps | local_epochs | per_iteration"),
     local_steps: int = typer.Option(50, help="Optimizer steps per partner per round (local_steps)"),
+    trunk_optimizer: str = typer.Option("keep", help="keep | reset: partners' trunk Adam moments across rounds"),
+    finetune_epochs: int = typer.Option(0, help="Epochs of private fine-tuning after the last round (0 = off)"),
     secure_aggregation: bool = typer.Option(False, "--secagg", help="Use Flower SecAgg+"),
     min_partners: int = typer.Option(2, help="Partners needed for a round"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing plan"),
@@ -52,8 +54,8 @@ def init(
         ),
         trunk=TrunkSpec(hidden_sizes=[int(h) for h in hidden.split(",")], dropout=dropout),
         federation=FederationSpec(
-            rounds=rounds, schedule=schedule, local_steps=local_steps,
-            secure_aggregation=secure_aggregation, min_partners=min_partners,
+            rounds=rounds, schedule=schedule, local_steps=local_steps, trunk_optimizer=trunk_optimizer,
+            finetune_epochs=finetune_epochs, secure_aggregation=secure_aggregation, min_partners=min_partners,
         ),
     )
     plan.save(out)
@@ -110,32 +112,116 @@ def serve(
     plan_path: Path = typer.Option(..., "--plan", help="Consortium plan (plan.toml)"),
     out: Path = typer.Option(..., "--out", help="Run directory (checkpoints, ledger, status)"),
     port: int = typer.Option(9093, "--port", help="SuperLink port (Fleet, Control and Runtime APIs)"),
-    host: str = typer.Option("0.0.0.0", "--host", help="Address the SuperLink listens on"),
+    host: str | None = typer.Option(None, "--host", help="Address the SuperLink listens on (default: 0.0.0.0 "
+                                    "with TLS, 127.0.0.1 with --insecure)"),
     rounds: int | None = typer.Option(None, "--rounds", help="Rounds to run (default: the plan's)"),
     resume: bool = typer.Option(False, "--resume", help="Continue a stopped run from its last checkpoint"),
-    insecure: bool = typer.Option(False, "--insecure", help="No TLS (loopback tests only)"),
+    insecure: bool = typer.Option(False, "--insecure", help="No TLS, no node authentication: loopback only"),
+    certs: Path | None = typer.Option(None, "--certs", help="Directory from `consortium certs` (ca.crt, "
+                                      "server.pem, server.key)"),
     ssl_ca_certfile: Path | None = typer.Option(None, "--ssl-ca-certfile", help="CA certificate (TLS)"),
     ssl_certfile: Path | None = typer.Option(None, "--ssl-certfile", help="Server certificate (TLS)"),
     ssl_keyfile: Path | None = typer.Option(None, "--ssl-keyfile", help="Server private key (TLS)"),
-    timeout: float = typer.Option(24 * 3600, "--timeout", help="Give up after this many seconds"),
+    node_auth: bool = typer.Option(True, "--node-auth/--no-node-auth", help="Only admitted partner keys may "
+                                   "connect (TLS only; admit with `consortium admit`)"),
+    timeout: float = typer.Option(4 * 3600, "--timeout", min=1, help="Give up after this many seconds"),
 ) -> None:
-    """Start the SuperLink and the consortium's server app for the plan; partners join with `partner-kit join`."""
-    from consortium.deploy import TlsOptions, run_deployed, start_consortium
+    """Start the SuperLink and the consortium's server app for the plan; partners join with `partner-kit join`.
+
+    TLS and node authentication are on by default: `consortium certs` once, `consortium admit` per partner.
+    """
+    import signal
+
+    from consortium.certs import CA_CERT, SERVER_CERT, SERVER_KEY
+    from consortium.deploy import ADMITTED_DIR, TlsOptions, run_deployed, start_consortium
     from consortium.server_app import RunSettings, start_point
 
     plan = Plan.load(plan_path)
     total = int(rounds or plan.federation.rounds)
-    start_point(RunSettings(plan=plan, run_dir=out.resolve(), rounds=total, resume=resume))  # fail fast
-    tls = TlsOptions(insecure=insecure, ca_certfile=ssl_ca_certfile, certfile=ssl_certfile, keyfile=ssl_keyfile)
+    out = out.resolve()
+    start_point(RunSettings(plan=plan, run_dir=out, rounds=total, resume=resume))  # fail fast
+    if certs is not None and not insecure:
+        ssl_ca_certfile = ssl_ca_certfile or certs / CA_CERT
+        ssl_certfile, ssl_keyfile = ssl_certfile or certs / SERVER_CERT, ssl_keyfile or certs / SERVER_KEY
+    tls = TlsOptions(insecure=insecure, ca_certfile=ssl_ca_certfile, certfile=ssl_certfile, keyfile=ssl_keyfile,
+                     node_auth=node_auth).resolved()  # every path checked (and made absolute) before any start
+    host = host or ("127.0.0.1" if insecure else "0.0.0.0")
+    admitted = sorted((out / ADMITTED_DIR).glob("*.pub"))
+    if not insecure and node_auth and not admitted:
+        console.print(f"warning: no partner admitted yet ({out / ADMITTED_DIR} is empty): nodes cannot connect "
+                      f"until you run `consortium admit partner.pub --out {out}`", highlight=False)
+
+    def stop(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt  # runs the finally below: the SuperLink and its children stop with us
+
+    signal.signal(signal.SIGTERM, stop)
     consortium = start_consortium(out, port=port, host=host, tls=tls)
-    console.print(f"SuperLink on {consortium.address}; partners join with "
-                  f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`")
+    mode = "INSECURE (loopback only)" if insecure else (
+        f"TLS, node authentication ({len(admitted)} admitted)" if node_auth else "TLS, no node authentication")
+    console.print(f"SuperLink on {host}:{port} [{mode}]; partners join with "
+                  f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`",
+                  highlight=False)
     try:
         result = run_deployed(consortium, plan_path, out, rounds=total, resume=resume, timeout=timeout,
                               on_status=_print_status)
+    except (RuntimeError, TimeoutError) as exc:
+        raise InputError(f"{exc}") from None
+    except KeyboardInterrupt:
+        raise InputError(f"stopped; resume with `consortium serve ... --out {out} --resume`") from None
     finally:
         consortium.stop()
     console.print(f"run {result['run_id']} finished: {result['status'].get('round')} rounds, ledger {out}/ledger.jsonl")
+
+
+@app.command()
+@friendly_errors
+def certs(
+    out: Path = typer.Option(..., "--out", help="Directory for ca.crt, ca.key, server.pem, server.key"),
+    host: list[str] = typer.Option([], "--host", help="Name or address partners reach the server by "
+                                   "(repeat; localhost and 127.0.0.1 are always included)"),
+    days: int = typer.Option(365, "--days", min=1, help="Validity of the certificates"),
+    force: bool = typer.Option(False, "--force", help="Replace existing certificates"),
+) -> None:
+    """Make the consortium CA and the server certificate; give partners ca.crt (never ca.key or server.key)."""
+    from consortium.certs import make_certs
+
+    files = make_certs(out, list(host), days=days, force=force)
+    console.print(f"wrote {files.ca_cert} (give to partners), {files.server_cert} and {files.server_key} "
+                  f"(serve --certs {out}), {files.ca_key} (keep offline)", highlight=False)
+
+
+@app.command()
+@friendly_errors
+def admit(
+    public_key: Path = typer.Argument(..., help="A partner's node public key (partner.key.pub from "
+                                      "`partner-kit keygen`)"),
+    out: Path = typer.Option(..., "--out", help="Run directory of `consortium serve`"),
+    name: str | None = typer.Option(None, "--name", help="Name to keep it under (default: the file's stem)"),
+    revoke: bool = typer.Option(False, "--revoke", help="Remove this partner's key instead"),
+) -> None:
+    """Admit a partner's node key (registered with the SuperLink at every `serve`); --revoke removes it."""
+    import shutil
+
+    from consortium.certs import check_node_public_key
+    from consortium.deploy import ADMITTED_DIR
+
+    folder = out / ADMITTED_DIR
+    stem = name or public_key.name.removesuffix(".pub").removesuffix(".key")
+    if not stem.replace("-", "").replace("_", "").replace(".", "").isalnum():
+        raise InputError(f"--name {stem!r}: use letters, digits, '-', '_' or '.'")
+    target = folder / f"{stem}.pub"
+    if revoke:
+        if not target.is_file():
+            raise InputError(f"{target} not found: no partner admitted as {stem!r} in {out}")
+        target.unlink()
+        console.print(f"revoked {stem}: refused from the next `consortium serve` on (restart a running one)",
+                      highlight=False)
+        return
+    check_node_public_key(public_key)
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(public_key, target)
+    console.print(f"admitted {stem} ({target}); registered with the SuperLink when `consortium serve --out {out}` "
+                  "starts", highlight=False)
 
 
 def _print_status(status: dict) -> None:

@@ -82,8 +82,14 @@ class FederationSpec:
     #: "keep": each partner's trunk-optimizer moments persist across rounds (private state); "reset": fresh Adam
     #: on every averaged trunk (the old behaviour, kept to measure the difference).
     trunk_optimizer: str = "keep"
+    #: After the last round, at most this many epochs of private fine-tuning (trunk + heads) from the partner's
+    #: chosen federated model, early-stopped on its validation fold; the untuned model stays a candidate. 0 = off.
+    finetune_epochs: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
+                or self.finetune_epochs < 0:
+            raise InputError(f"plan: federation.finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")
         if self.trunk_optimizer not in TRUNK_OPTIMIZER_MODES:
             raise InputError(f"plan: federation.trunk_optimizer '{self.trunk_optimizer}' unknown; use one of "
                              f"{TRUNK_OPTIMIZER_MODES}")

@@ -34,8 +34,9 @@ from consortium.plan import Plan, trunk_shapes
 from data_prep.atomic import write_atomic, write_text_atomic
 from data_prep.errors import InputError
 from data_prep.prepared import PreparedData
+from partner_kit.model import MultitaskModel
 from partner_kit.model_outputs import write_model_outputs
-from partner_kit.training import LocalTrainer, derive_seed, evaluate_rows
+from partner_kit.training import LocalTrainer, derive_seed, evaluate_rows, train_early_stopping
 from partner_kit.weights import load_model, save_model
 
 log = logging.getLogger("partner_kit.federated")
@@ -43,6 +44,7 @@ log = logging.getLogger("partner_kit.federated")
 FEDERATED_DIR = "federated"
 SELECTION_JSON = "selection.json"
 ROUNDS_LOG = "rounds.jsonl"
+FINETUNE_SEED = 7919  # mixed into the partner seed for the local fine-tuning epochs
 _MATRICES = ("x", "y_class", "y_regr", "y_censor")
 
 
@@ -281,15 +283,35 @@ class FederatedPartner:
         self.write_model(sel, final_round=rnd)
         return val_loss, int(self.trainer.fold_rows(self.cfg.valid_fold).size)
 
+    def finetune(self, model: MultitaskModel) -> tuple[MultitaskModel, dict[str, Any]]:
+        """A last private step: train the chosen federated model on, locally, early-stopped on the validation fold.
+
+        The federated model itself is a candidate (epoch −1), so the partner keeps whichever of the two scores
+        better on its own validation fold — never the test fold. Trunk and heads both train; nothing is sent.
+        """
+        t = LocalTrainer(self.plan, self.data, valid_fold=self.cfg.valid_fold, test_fold=self.cfg.test_fold,
+                         seed=derive_seed(self.seed, FINETUNE_SEED), source=str(self.cfg.prepared))
+        t.model.load_state_dict(model.state_dict())
+        run = train_early_stopping(t, self.plan.federation.finetune_epochs, self.plan.training.patience,
+                                   keep_start=True)
+        t.model.eval()
+        return t.model, {"epochs_kept": run["best_epoch"] + 1, "valid_score": run["best_score"],
+                         "valid_score_federated": run["history"][0]["valid_score"], "history": run["history"]}
+
     def write_model(self, sel: dict[str, Any], final_round: int) -> dict[str, Any]:
         best_dir = self.work / "best"
         model, _ = load_model(best_dir, self.plan)
+        finetune = None
+        if self.plan.federation.finetune_epochs > 0:
+            model, finetune = self.finetune(model)
         valid_rows, test_rows = (self.trainer.fold_rows(f) for f in (self.cfg.valid_fold, self.cfg.test_fold))
         valid = evaluate_rows(model, self.trainer.batcher, self.data, valid_rows, self.plan)
         test = evaluate_rows(model, self.trainer.batcher, self.data, test_rows, self.plan)
         metrics = {
             "federated": True, "best_round": sel["best_round"], "rounds": final_round,
             "selection_metric": sel.get("selection_metric", "none"),
+            "variant": "federated" if not finetune or finetune["epochs_kept"] == 0 else "federated+finetune",
+            "finetune": finetune,
             "valid_fold": self.cfg.valid_fold, "test_fold": self.cfg.test_fold,
             "valid": valid.aggregate, "test": test.aggregate, "test_per_task": test.to_dict()["per_task"],
             "history": sel["history"],

@@ -358,12 +358,19 @@ def selection_score(ev: Evaluation) -> tuple[float, str]:
 
 
 def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
-                         progress: bool = False) -> dict[str, Any]:
+                         progress: bool = False, keep_start: bool = False) -> dict[str, Any]:
     """Train epochs until the validation score has not improved for `patience` epochs; restore the best one.
 
     Returns {"best_epoch", "best_score", "history"}; epoch e is shuffled by `derive_seed(trainer.seed, e)`.
+    `keep_start`: the model as it is counts as a candidate too (epoch -1), so fine-tuning a given model can only
+    replace it with one that scores better on the validation fold.
     """
     best_score, best_epoch, best_state, history, metric = -math.inf, -1, None, [], "none"
+    if keep_start:
+        score, metric, valid = trainer.selection(trainer.valid_fold)
+        best_score, best_state = (score if not math.isnan(score) else -math.inf), trainer.snapshot()
+        history.append({"epoch": -1, "loss": None, "valid_auc_pr": valid.aggregate["auc_pr"],
+                        "valid_r2": valid.aggregate["r2"], "valid_score": score, "seconds": 0.0})
     columns = [TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
                TimeElapsedColumn()]
     with Progress(*columns, console=console, disable=not progress, transient=False) as bar:

@@ -54,12 +54,12 @@ class Federation:
 def make_federation(root: Path, *, rounds: int = 2, schedule: str = "local_steps", local_steps: int = 4,
                     local_epochs: int = 1, secure_aggregation: bool = False, fp16_wire: bool = False,
                     rows: tuple[int, ...] = ROWS, min_partners: int | None = None,
-                    trunk_optimizer: str = "keep") -> Federation:
+                    **federation: object) -> Federation:
     plan = small_plan(n_features=256, hidden=(32, 16))
     plan = dataclasses.replace(plan, federation=FederationSpec(
         rounds=rounds, schedule=schedule, local_steps=local_steps, local_epochs=local_epochs,
         min_partners=min_partners or len(rows), secure_aggregation=secure_aggregation, fp16_wire=fp16_wire,
-        trunk_optimizer=trunk_optimizer))
+        **federation))
     root.mkdir(parents=True, exist_ok=True)
     plan_path = plan.save(root / "plan.toml")
     prepared = {}
