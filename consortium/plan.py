@@ -103,6 +103,13 @@ class FederationSpec:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
         if self.rounds < 1 or self.min_partners < 1:
             raise InputError("plan: federation.rounds and federation.min_partners must be >= 1")
+        if self.local_steps < 1 or self.local_epochs < 1:
+            raise InputError(f"plan: federation.local_steps and federation.local_epochs must be >= 1, got "
+                             f"{self.local_steps} and {self.local_epochs}")
+        if not 0 < self.secagg_clipping_range < float("inf") or self.secagg_quantization_range < 1:
+            raise InputError(f"plan: federation.secagg_clipping_range must be > 0 and "
+                             f"federation.secagg_quantization_range >= 1, got {self.secagg_clipping_range} and "
+                             f"{self.secagg_quantization_range}")
 
     @property
     def steps_per_round(self) -> int | None:

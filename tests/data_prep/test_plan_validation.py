@@ -43,6 +43,9 @@ BAD = [
     ("trunk.hidden_sizes", [0], r"trunk\.hidden_sizes must be positive integers"),
     ("trunk.hidden_sizes", "2000", r"trunk\.hidden_sizes must be a list of integers"),
     ("federation.rounds", 0, r"federation\.rounds and federation\.min_partners must be >= 1"),
+    ("federation.local_steps", 0, r"federation\.local_steps and federation\.local_epochs must be >= 1"),
+    ("federation.secagg_clipping_range", -8.0, r"federation\.secagg_clipping_range must be > 0"),
+    ("federation.secure_aggregation", "on", r"federation\.secure_aggregation must be true or false"),
 ]
 
 
