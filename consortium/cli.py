@@ -88,6 +88,8 @@ def simulate(
                                 "one model, each partner its own heads)"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat single, federated (and pooled) with N seeds "
                               "(same key, same folds)"),
+    report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html (intervals, plots) "
+                                "and print its table"),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own log lines"),
 ) -> None:
     """Run the federation embedded in one process (no network) and print single vs federated per partner."""
@@ -102,8 +104,12 @@ def simulate(
     if not out.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
         out = Console(width=140)
     out.print(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
-    console.print(f"run directory {result.run_dir}: ledger.jsonl, checkpoints/, partners/*/model, summary.json, "
-                  f"summary.csv ({sum(result.seconds.values()):.0f} s)")
+    if report and baseline:
+        _write_and_print_report(result.run_dir, result.run_dir / "report.html")
+    layout = "seeds/<seed>/" if seeds > 1 else ""
+    console.print(f"run directory {result.run_dir}: {layout}ledger.jsonl, {layout}checkpoints/, "
+                  f"{layout}partners/*/{{model,baseline{',pooled' if pooled else ''}}}, comparison.json, summary.json, "
+                  f"summary.csv ({sum(result.seconds.values()):.0f} s)", highlight=False)
 
 
 @app.command()
@@ -265,6 +271,9 @@ def status(
         ("round seconds", ", ".join(f"{s:.1f}" for s in st.get("round_seconds", [])) or "-"),
         ("refused replies", str(len(st.get("refused", [])))), ("ledger", chain), ("updated", str(st.get("updated"))),
     ]
+    if st.get("no_round_nodes"):
+        rows.append(("joined, no round", ", ".join(map(str, st["no_round_nodes"])) + " (no federated model: joined "
+                     "after the last round or refused)"))
     if st.get("error"):
         rows.append(("error", str(st["error"])))
     for k, v in rows:
@@ -289,9 +298,12 @@ def report(
     seed: int = typer.Option(0, "--seed", help="Seed of the bootstrap draws"),
 ) -> None:
     """Single vs federated (vs pooled) with bootstrap intervals and DeLong tests, as one offline HTML file."""
+    _write_and_print_report(run_dir, out if out is not None else run_dir / "report.html", replicates, seed)
+
+
+def _write_and_print_report(run_dir: Path, target: Path, replicates: int = 1000, seed: int = 0) -> None:
     from consortium.report import interval_table, json_path, write_report
 
-    target = out if out is not None else run_dir / "report.html"
     write_report(run_dir, target, n_boot=replicates, seed=seed)
     data = json.loads(json_path(target).read_text())
     term = Console() if Console().is_terminal else Console(width=160)
