@@ -93,8 +93,8 @@ def simulate(
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own log lines"),
 ) -> None:
     """Run the federation embedded in one process (no network) and print single vs federated per partner."""
+    from consortium.simulate import any_evaluable, summary_table
     from consortium.simulate import simulate as run_simulation
-    from consortium.simulate import summary_table
 
     result = run_simulation(plan_path, _partners_arg(partners, more_partners), out, key=key, rounds=rounds,
                             resume=resume, baseline=baseline, pooled=pooled, seeds=seeds, verbose=verbose)
@@ -103,6 +103,12 @@ def simulate(
     out = Console()
     if not out.is_terminal:  # a log file or pipe: do not squeeze the table into 80 columns
         out = Console(width=140)
+    if not any_evaluable(result.rows):
+        console.print("[bold red]no task is evaluable on any partner's test fold[/] (every classification task lacks "
+                      "the per-fold quorum of actives/inactives, every regression task too few values or a standard "
+                      "deviation below tasks.min_eval_regression_std): there is no uplift to show. Check the quorums "
+                      "in the plan's [tasks] table and the per-fold counts in each prepared tasks.parquet.")
+        return
     out.print(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
     if report and baseline:
         _write_and_print_report(result.run_dir, result.run_dir / "report.html")

@@ -235,6 +235,12 @@ def _fmt(v: Any, signed: bool = False) -> str:
     return str(v)
 
 
+def any_evaluable(rows: list[dict[str, Any]]) -> bool:
+    """Whether any partner has a task scored on its test fold (else a table of deltas would be all n/a)."""
+    return any(not math.isnan(float(r.get(f"{v}_{m}", math.nan)))
+               for r in rows for v in ("single", "federated") for m in ("auc_pr", "r2"))
+
+
 def _mean_sd(values: list[float], signed: bool = False) -> str:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
