@@ -203,7 +203,7 @@ def validate_t1(
     flag(value_text == "", "empty standard_value")
     flag(value.isna(), lambda m: "standard_value " + value_text[m].map(repr) + " is not a number")
     flag(~np.isfinite(value.fillna(0.0)), lambda m: "standard_value " + value_text[m].map(repr) + " is not finite")
-    binary = aid.map(assays["is_binary"]).fillna(False).astype(bool)
+    binary = aid.map(assays["is_binary"]).eq(True)  # unknown assays (NaN) are not binary
     flag(binary & (censor.fillna(0) != 0),
          lambda m: "binary assays take '=' only, not " + qual_text[m].map(repr))
     flag(binary & ~value.isin([1.0, -1.0, 0.0]),
