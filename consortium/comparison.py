@@ -8,11 +8,11 @@ here imports model code: the files are the contract (model.json, metrics.json, t
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from consortium.stats import VARIANTS, Quorum, TaskPanel, build_panel
@@ -91,10 +91,15 @@ def _read_model(partner: str, variant: str, seed: int, model_dir: Path) -> tuple
     missing = [c for c in PREDICTION_COLUMNS if c not in frame.columns]
     if missing:
         raise InputError(f"{path} lacks column(s) {missing}; expected {list(PREDICTION_COLUMNS)}")
-    bad = frame["pred"].isna() | ~frame["pred"].map(lambda v: math.isfinite(v))
+    try:
+        pred = frame["pred"].to_numpy(dtype=np.float64)
+    except (TypeError, ValueError):
+        raise InputError(f"{path}: column 'pred' is not numeric") from None
+    bad = ~np.isfinite(pred)
     if bad.any():
-        i = int(bad.idxmax())
-        raise InputError(f"{path} row {i}: prediction {frame['pred'].iat[i]!r} is not a finite number")
+        i = int(np.flatnonzero(bad)[0])
+        raise InputError(f"{path} row {i}: prediction {pred[i]!r} is not a finite number; the model diverged or "
+                         "the file was edited")
     return ModelRun(partner, variant, int(seed), model_dir, info, metrics), frame
 
 

@@ -168,6 +168,11 @@ def test_cli_errors_name_the_file_and_what_to_do(run, tmp_path):
     victim.write_text("not parquet")
     out = _invoke_error(["report", str(broken), "--replicates", str(N_BOOT)])
     assert "not a readable Parquet file" in out
+    frame = pd.read_parquet(run_dir / "seeds" / "1" / "partners" / "B" / "model" / "test_predictions.parquet")
+    frame.loc[7, "pred"] = np.nan
+    frame.to_parquet(victim, index=False)
+    out = _invoke_error(["report", str(broken), "--replicates", str(N_BOOT)])
+    assert "row 7" in out and "not a finite number" in out
     (broken / "comparison.json").write_text("{")
     assert "not valid JSON" in _invoke_error(["report", str(broken)])
 
@@ -204,3 +209,17 @@ def test_partner_kit_compare_reports_one_partner_from_model_dirs(run, tmp_path):
     res = CliRunner().invoke(pk_app, ["compare", "--single", str(run_dir), "--federated", str(base / "model"),
                                       "--out", str(tmp_path / "bad.html")])
     assert res.exit_code == 2 and "not a model directory" in res.output
+
+
+def test_the_report_needs_no_model_code(run, tmp_path):
+    """consortium reads files only: no torch, RDKit, Flower or partner_kit import on the report's path."""
+    import subprocess
+    import sys
+
+    run_dir, _, _ = run
+    code = ("import sys; from pathlib import Path; from consortium.report import write_report; "
+            f"write_report(Path({str(run_dir)!r}), Path({str(tmp_path / 'r.html')!r}), n_boot=100); "
+            "bad = sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'rdkit', 'flwr', 'partner_kit')); "
+            "print(bad); sys.exit(1 if bad else 0)")
+    res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
