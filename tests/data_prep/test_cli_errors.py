@@ -113,3 +113,20 @@ def test_prediction_input_keeps_a_name_only_where_the_format_has_one(tmp_path):
         write_prediction_rows(small_config(), KEY, tmp_path / name, tmp_path / name.replace(".", "-"))
         errors = pd.read_parquet(tmp_path / name.replace(".", "-") / "molecules.parquet")["error"].tolist()
         assert pd.isna(errors[0]) and "contains whitespace" in errors[1]
+
+
+def test_truncated_parquet_and_other_commands_out_are_clear_errors(files):
+    standard_inputs(files / "pq", fmt="parquet")
+    data = (files / "pq" / "T2.parquet").read_bytes()
+    (files / "pq" / "T2.parquet").write_bytes(data[: len(data) // 2])
+    assert_error(run(files, "--no-cache", inputs="pq"), "T2.parquet cannot be read")
+    (files / "taken").write_text("a file")
+    (files / "wide.csv").write_text("smiles,act\nCCO,1\nc1ccccc1,0\n")
+    (files / "mols.smi").write_text("CCO ethanol\n")
+    for args in (["import-wide", str(files / "wide.csv"), "--out", str(files / "taken")],
+                 ["prepare-smiles", "--plan", str(files / "plan.toml"), "--key", str(files / "secret.key"),
+                  "--input", str(files / "mols.smi"), "--out", str(files / "taken" / "x")],
+                 ["prepare-smiles", "--plan", str(files / "plan.toml"), "--key", str(files / "secret.key"),
+                  "--input", str(files / "mols.smi"), "--out", str(files / "ok"), "-j", "0"]):
+        result = CliRunner().invoke(app, args)
+        assert_error(result, "--jobs must be at least 1" if "-j" in args else "--out")
