@@ -248,20 +248,23 @@ def _headline(data: dict[str, Any]) -> str:
             cards.append((f"consortium mean Δ {_metric_label(m)}, federated − single",
                           _ci(fed[m]["mean_delta"], inline=True), f"{fed[m]['n_tasks']} tasks"))
     pooled = cons["pairs"].get("pooled-single", {})
-    if "auc_pr" in pooled:
-        cards.append(("consortium mean Δ AUC-PR, pooled − single", _ci(pooled["auc_pr"]["mean_delta"], inline=True),
-                      "what pooling all data would give"))
     share = cons.get("pooled_uplift_share", {})
+    metric = share.get("metric") or "auc_pr"
+    label = _metric_label(metric)
+    if metric in pooled:
+        cards.append((f"consortium mean Δ {label}, pooled − single", _ci(pooled[metric]["mean_delta"], inline=True),
+                      "what pooling all data would give"))
     if share.get("reported"):
         cards.append(("share of the pooled uplift the federation captured", _ci(share, True, True, None, inline=True),
-                      "mean AUC-PR, (fed − single) / (pooled − single)"))
-    elif "auc_pr" in pooled:
+                      f"mean {label}, (fed − single) / (pooled − single)"))
+    elif metric in pooled:
         cards.append(("share of the pooled uplift captured", "not reported", _e(share.get("why", ""))))
     for partner, p in data["partners"].items():
-        r = p.get("pairs", {}).get("federated-single", {}).get("auc_pr")
-        if r:
-            cards.append((f"partner {partner}: mean Δ AUC-PR (fed − single)", _ci(r["mean_delta"], inline=True),
-                          f"{r['n_tasks']} tasks"))
+        pair = p.get("pairs", {}).get("federated-single", {})
+        m = "auc_pr" if "auc_pr" in pair else "r2"
+        if pair.get(m):
+            cards.append((f"partner {partner}: mean Δ {_metric_label(m)} (fed − single)",
+                          _ci(pair[m]["mean_delta"], inline=True), f"{pair[m]['n_tasks']} tasks"))
     return "<div class=headline>" + "".join(
         f"<div class=card><div class=k>{_e(k)}</div><div class=v>{v}</div><div class=k>{note}</div></div>"
         for k, v, note in cards) + "</div>"

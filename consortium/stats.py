@@ -479,7 +479,11 @@ def summarize(pooled: Pooled, rng: np.random.Generator | None = None) -> dict[st
                 pair[m]["_mean_delta_reps"] = seed_avg(boot["mean_delta"])
                 pair[m]["_mean_delta_point"] = float(np.nanmean(point["mean_delta"]))
         out["pairs"][f"{a}-{b}"] = pair
-    out["pooled_uplift_share"] = _uplift_share(out["pairs"])
+    by_metric = {m: _uplift_share(out["pairs"], m) for m in ("auc_pr", "r2") if out["n_tasks"][m]}
+    out["pooled_uplift_share_by_metric"] = by_metric
+    # the headline share: on AUC-PR, or on R² for a consortium without evaluable classification tasks
+    out["pooled_uplift_share"] = by_metric.get("auc_pr") or by_metric.get("r2") or {
+        "metric": None, "reported": False, "why": "no evaluable task"}
     for pair in out["pairs"].values():
         for m in pair.values():
             m.pop("_mean_delta_reps", None)

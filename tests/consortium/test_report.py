@@ -223,3 +223,15 @@ def test_the_report_needs_no_model_code(run, tmp_path):
             "print(bad); sys.exit(1 if bad else 0)")
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert res.returncode == 0, res.stdout + res.stderr
+
+
+def test_a_regression_only_consortium_reports_r2_and_its_pooled_share(tmp_path):
+    run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0,), n_class=0, n_regr=5)
+    write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
+    data = json.loads((tmp_path / "r.json").read_text())
+    assert set(data["consortium"]["pairs"]["federated-single"]) == {"r2", "delong_auc_roc"}
+    assert data["consortium"]["pairs"]["federated-single"]["delong_auc_roc"]["n_tasks"] == 0
+    share = data["consortium"]["pooled_uplift_share"]
+    assert share["metric"] == "r2" and share["reported"]
+    html_text = (tmp_path / "r.html").read_text()
+    assert "mean Δ R², pooled − single" in html_text and "AUC-PR (fed − single)" not in html_text
