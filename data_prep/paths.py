@@ -9,20 +9,29 @@ from pathlib import Path
 from data_prep.errors import InputError
 
 
-def writable_dir(path: str | Path, option: str = "--out") -> Path:
-    """Create `path` as a directory (with its parents) and prove it can be written; InputError otherwise."""
-    path = Path(path)
-    for existing in (path, *path.parents):
-        if existing.exists():
-            if not existing.is_dir():
-                where = "is a file" if existing == path else f"is under {existing}, which is a file"
-                raise InputError(f"{option} {path} {where}; give a directory path")
-            break
+def check_out_dir(path: str | Path, option: str = "--out") -> Path:
+    """Prove `path` can be created (or written) as a directory without creating it: its nearest existing
+    ancestor must be a directory we can write in. InputError otherwise."""
+    path = Path(path).absolute()
+    existing = next(p for p in (path, *path.parents) if p.exists())
+    if not existing.is_dir():
+        where = "is a file" if existing == path else f"is under {existing}, which is a file"
+        raise InputError(f"{option} {path} {where}; give a directory path")
     try:
-        path.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=path, prefix=".write-test-"):
+        with tempfile.TemporaryFile(dir=existing, prefix=".write-test-"):
             pass
     except OSError as exc:
-        raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc}); choose a directory you "
+        raise InputError(f"{option} {path} cannot be written ({exc.strerror or exc} in {existing}); choose a "
+                         "directory you can write to") from None
+    return Path(path)
+
+
+def writable_dir(path: str | Path, option: str = "--out") -> Path:
+    """Create `path` as a directory (with its parents) after `check_out_dir`; InputError when impossible."""
+    check_out_dir(path, option)
+    try:
+        Path(path).mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise InputError(f"{option} {path} cannot be created ({exc.strerror or exc}); choose a directory you "
                          "can write to") from None
-    return path
+    return Path(path)

@@ -34,7 +34,7 @@ from data_prep.io import file_sha256, read_inputs
 from data_prep.key import KEY_BYTES, key_check_hash, load_key
 from data_prep.losses import AssayLosses
 from data_prep.parallel import compute_records
-from data_prep.paths import writable_dir
+from data_prep.paths import check_out_dir
 from data_prep.prepared import PreparedData
 from data_prep.tasks import TaskSet, build_tasks, task_table
 from data_prep.validate import STAGES, Rejects, normalize_ids, validate_t0, validate_t1, validate_t2
@@ -103,7 +103,7 @@ def prepare(
 
     with stage("read"):
         tables = read_inputs(input_dir)
-        writable_dir(out_dir, "--out")  # before the long part, not after it
+        check_out_dir(out_dir, "--out")  # before the long part, not after it; nothing created yet
     t0, t1, t2 = tables["T0"], tables["T1"], tables["T2"]
     losses = AssayLosses(normalize_ids(t1.frame["input_assay_id"]).value_counts().to_dict())
     with stage("validate"):
