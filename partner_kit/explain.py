@@ -111,16 +111,18 @@ class Explainer:
         return AtomContributions(smiles=smiles, weights=weights, output=float(out.detach()))
 
 
-def contribution_svg(contrib: AtomContributions, size: int = 320) -> str:
-    """The molecule with its atom contributions as an RDKit similarity map (green raises the output, pink lowers)."""
+def contribution_png(contrib: AtomContributions, size: int = 300) -> bytes:
+    """The molecule with its atom contributions as an RDKit similarity map (PNG; green raises the output, pink
+    lowers it). PNG, not SVG: the map's contour grid is ~1 MB as SVG and ~30 kB as PNG; grid 0.2 Å keeps one
+    map at ~40 ms."""
     from rdkit.Chem.Draw import SimilarityMaps, rdMolDraw2D
 
     mol = Chem.MolFromSmiles(contrib.smiles)
-    drawer = rdMolDraw2D.MolDraw2DSVG(size, size)
+    drawer = rdMolDraw2D.MolDraw2DCairo(size, size)
     weights = [float(w) for w in contrib.weights]
     if not any(weights):  # a flat map: nothing to contour, draw the plain structure
         rdMolDraw2D.PrepareAndDrawMolecule(drawer, mol)
     else:
-        SimilarityMaps.GetSimilarityMapFromWeights(mol, weights, draw2d=drawer)
+        SimilarityMaps.GetSimilarityMapFromWeights(mol, weights, draw2d=drawer, gridResolution=0.2)
     drawer.FinishDrawing()
-    return drawer.GetDrawingText().replace("<?xml version='1.0' encoding='iso-8859-1'?>", "")
+    return drawer.GetDrawingText()

@@ -220,13 +220,14 @@ class Predictor:
         return self._explainer
 
     def detail(self, smiles: str, positions: list[int] | None = None, k: int = 5) -> dict[str, Any]:
-        """Prediction for every task, atom contributions for the tasks at `positions` (default: all, at most
-        `DETAIL_TASKS` — the most probable first) and, with a prepared directory, the k nearest neighbours."""
+        """Prediction for every task, atom contributions for the tasks at `positions` (default `map_positions`:
+        all tasks, or the `DETAIL_TASKS` most probable ones) and, with a prepared directory, the k nearest
+        neighbours."""
         result = self.predict([smiles])
         row = result.table.iloc[0]
         out: dict[str, Any] = {"smiles": smiles, "standardized_smiles": row["standardized_smiles"],
                                "error": row["error"], "significance": self.significance, "tasks": [],
-                               "neighbours": None}
+                               "neighbours": None, "map_positions": []}
         if row["error"]:
             return out
         for j, label in enumerate(self.labels):
@@ -237,10 +238,11 @@ class Predictor:
                     value = row[f"{label} {suffix}"]
                     entry[suffix] = value if isinstance(value, str) else _num(value)
             out["tasks"].append(entry)
+        ranked = sorted(out["tasks"], key=lambda t: -(t["prediction"] or 0.0) if t["kind"] == "classification"
+                        else 0.0)
+        out["map_positions"] = sorted(t["position"] for t in ranked[:DETAIL_TASKS])
         if positions is None:
-            ranked = sorted(out["tasks"], key=lambda t: -(t["prediction"] or 0.0) if t["kind"] == "classification"
-                            else 0.0)
-            positions = [t["position"] for t in ranked[:DETAIL_TASKS]]
+            positions = out["map_positions"]
         explainer = self.explainer()
         for j in positions:
             if not 0 <= j < len(self.labels):

@@ -133,31 +133,45 @@ def create_app(predictor: Predictor) -> Flask:
         return Response(table.to_csv(index=False), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=predictions.csv"})
 
-    def detail_of(smiles: str, task: str | None) -> dict[str, Any]:
+    def detail_of(smiles: str, positions: list[int] | None) -> dict[str, Any]:
         if not smiles.strip():
             raise InputError("no molecule given: pass ?smiles=…")
-        positions = None
-        if task not in (None, ""):
-            try:
-                positions = [int(task)]
-            except ValueError:
-                raise InputError(f"task {task!r} is not a task number") from None
         return predictor.detail(smiles.strip(), positions)
 
     @app.get("/molecule")
     def molecule_page() -> tuple[str, int] | str:
-        from partner_kit.explain import contribution_svg
-
         smiles = request.args.get("smiles", "")
         try:
-            detail = detail_of(smiles, request.args.get("task"))
+            detail = detail_of(smiles, [])  # contribution maps are separate images (/molecule/map.png)
+            task = request.args.get("task")
+            if task not in (None, ""):
+                detail["map_positions"] = [_task_number(task, len(predictor.labels))]
         except InputError as exc:
             return render_template("molecule.html", detail=None, error=str(exc), model=predictor.info), 400
-        maps = {t["position"]: contribution_svg(t["contributions"]) for t in detail["tasks"] if t["contributions"]}
         pictures = [molecule_svg(n.smiles) for n in detail["neighbours"] or []]
-        return render_template("molecule.html", detail=detail, error=None, model=predictor.info, maps=maps,
+        return render_template("molecule.html", detail=detail, error=None, model=predictor.info,
                                picture=molecule_svg(detail["standardized_smiles"], 260), labels=predictor.labels,
                                neighbour_pictures=pictures)
+
+    @app.get("/molecule/map.png")
+    def contribution_map() -> Response:
+        try:
+            smiles = request.args.get("smiles", "").strip()
+            if not smiles:
+                raise InputError("no molecule given: pass ?smiles=…&task=N")
+            png = contribution_map_png(smiles, _task_number(request.args.get("task", ""), len(predictor.labels)))
+        except InputError as exc:
+            return Response(f"error: {exc}\n", status=400, mimetype="text/plain")
+        return Response(png, mimetype="image/png", headers={"Cache-Control": "private, max-age=3600"})
+
+    @lru_cache(maxsize=512)
+    def contribution_map_png(smiles: str, position: int) -> bytes:
+        from partner_kit.explain import contribution_png
+
+        detail = predictor.detail(smiles, [position])
+        if detail["error"]:
+            raise InputError(detail["error"])
+        return contribution_png(detail["tasks"][position]["contributions"])
 
     # ---- JSON API -------------------------------------------------------------------------------------------
     def api_body() -> dict[str, Any]:
@@ -200,7 +214,7 @@ def create_app(predictor: Predictor) -> Flask:
                 raise InputError('"smiles" must be one SMILES string')
             if task is not None and not isinstance(task, int):
                 raise InputError('"task", when given, must be a task number')
-            detail = detail_of(smiles, None if task is None else str(task))
+            detail = detail_of(smiles, None if task is None else [_task_number(str(task), len(predictor.labels))])
         except _TooLarge as exc:
             return api_error(str(exc), 413)
         except InputError as exc:
@@ -228,6 +242,16 @@ def create_app(predictor: Predictor) -> Flask:
         return page(error=f"{exc.name}: {exc.description}"), exc.code or 400
 
     return app
+
+
+def _task_number(text: str, n_tasks: int) -> int:
+    try:
+        number = int(text)
+    except ValueError:
+        raise InputError(f"task {text!r} is not a task number") from None
+    if not 0 <= number < n_tasks:
+        raise InputError(f"task {number} does not exist; this model has tasks 0..{n_tasks - 1}")
+    return number
 
 
 class _TooLarge(InputError):

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 import time
 
 import numpy as np
@@ -254,6 +255,14 @@ def test_detail_page_draws_maps_and_lists_neighbours(client):
     html = page.get_data(as_text=True)
     assert page.status_code == 200
     assert html.count('class="map"') == 3 and 'id="neighbours"' in html
+    maps = re.findall(r'src="(molecule/map\.png\?[^"]+)"', html)
+    assert len(maps) == 3
+    image = client.get("/" + maps[0].replace("&amp;", "&"))
+    assert image.status_code == 200 and image.mimetype == "image/png" and image.data[:4] == b"\x89PNG"
+    one = client.get("/molecule", query_string={"smiles": NITROBENZENE, "task": 2}).get_data(as_text=True)
+    assert one.count('class="map"') == 1 and "task=2" in one
+    assert client.get("/molecule/map.png", query_string={"smiles": NITROBENZENE, "task": 9}).status_code == 400
+    assert client.get("/molecule/map.png", query_string={"smiles": HUGE, "task": 0}).status_code == 400
     assert client.get("/molecule").status_code == 400
     assert client.get("/molecule", query_string={"smiles": HUGE}).status_code == 200  # refused, with its reason
     assert client.get("/nowhere").status_code == 404

@@ -167,7 +167,10 @@ def test_page_in_a_browser_matches_the_cli_and_opens_a_detail_view(server, brows
     browser.find_element(By.CSS_SELECTOR, "#results tbody tr[data-row='2'] td.standardized").click()
     wait.until(ec.presence_of_element_located((By.ID, "maps")))
     assert browser.find_element(By.ID, "input-smiles").text == MOLECULES[1][0]
-    assert len(browser.find_elements(By.CSS_SELECTOR, "#maps .map svg")) == 3
+    maps = browser.find_elements(By.CSS_SELECTOR, "#maps .map img")
+    assert len(maps) == 3
+    wait.until(lambda b: all(b.execute_script("return arguments[0].complete && arguments[0].naturalWidth", m)
+                             for m in maps))
     neighbours = browser.find_elements(By.CSS_SELECTOR, "#neighbours tbody tr")
     assert len(neighbours) == 5
     sims = [float(r.find_element(By.CSS_SELECTOR, "td.similarity").text) for r in neighbours]
