@@ -107,7 +107,7 @@ def cdf_deltas(per_task: dict[str, list[dict[str, Any]]], metric: str, variants:
         base = np.array(plt.matplotlib.colors.to_rgb(COLORS[v]))
         color = base * shades[partner] + (1 - shades[partner]) * 0.85
         ax.step(d, y, where="post", color=color, linewidth=widths[partner], linestyle="-" if v == "federated" else "--",
-                label=f"{partner}: {LABELS[v]} − single")
+                label=f"{partner}: {LABELS[v]} − single" if len(partner_names) <= 3 else None)
     for v in others:
         d = np.concatenate([s[2] for s in series if s[1] == v])
         if d.size:
