@@ -46,6 +46,16 @@ def test_calibrated_average_precision_with_counts_equals_the_same_rows_repeated(
     assert got == pytest.approx(calibrated_average_precision(y[repeated], score[repeated]), abs=1e-6)
 
 
+def test_fractional_weights_take_the_float_path_and_still_equal_scikit_learn():
+    rng = np.random.default_rng(4)
+    y, score = rng.random(60) < 0.4, np.round(rng.random(60), 2)
+    w = rng.random((3, 60)) * 2
+    got = stats.ranking_metrics(y, score, w)
+    for b in range(3):
+        assert got["auc_pr"][b] == pytest.approx(average_precision_score(y, score, sample_weight=w[b]), abs=1e-5)
+        assert got["auc_roc"][b] == pytest.approx(roc_auc_score(y, score, sample_weight=w[b]), abs=1e-5)
+
+
 def test_a_replicate_without_both_classes_is_nan_not_a_number_that_means_something():
     y = np.array([1, 1, 0, 0], bool)
     w = np.array([[1, 1, 0, 0], [1, 1, 1, 1]], float)
