@@ -16,6 +16,8 @@ import pandas as pd
 import pytest
 import scipy.sparse as sp
 from chem_helpers import ASPIRIN, NITROBENZENE, chem_model  # noqa: F401  (session fixture)
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from data_prep.errors import InputError
@@ -266,3 +268,33 @@ def test_detail_page_draws_maps_and_lists_neighbours(client):
     assert client.get("/molecule").status_code == 400
     assert client.get("/molecule", query_string={"smiles": HUGE}).status_code == 200  # refused, with its reason
     assert client.get("/nowhere").status_code == 404
+
+
+SMILES_PARTS = ["C", "c1ccccc1", "N", "O", "[N+](=O)[O-]", "(", ")", "=", "#", "[", "]", "1", "%10", ".", "Cl",
+                "[Na+]", "@", "/", "\\", " ", "\t", "\x00", "é", "*", "[2H]", "C" * 120]
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.text(max_size=40), st.lists(st.sampled_from(SMILES_PARTS), max_size=12).map("".join)),
+                min_size=1, max_size=6))
+def test_api_never_fails_and_keeps_every_row(client, smiles):
+    reply = client.post("/api/predict", json={"smiles": smiles})
+    assert reply.status_code == 200, reply.get_data(as_text=True)
+    rows = reply.json["rows"]
+    assert [r["smiles"] for r in rows] == smiles and [r["row"] for r in rows] == list(range(1, len(smiles) + 1))
+    for row in rows:
+        values = [row[t] for t in reply.json["tasks"]]
+        assert (row["error"] != "") == any(v is None for v in values)
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.one_of(st.binary(max_size=200), st.text(max_size=200).map(str.encode),
+                 st.recursive(st.none() | st.booleans() | st.integers() | st.text(max_size=8),
+                              lambda inner: st.lists(inner, max_size=4) | st.dictionaries(
+                                  st.sampled_from(["smiles", "names", "task", "x"]), inner, max_size=3),
+                              max_leaves=8).map(lambda v: json.dumps(v).encode())))
+def test_api_answers_any_body_with_json_and_never_a_server_error(client, body):
+    for path in ("/api/predict", "/api/molecule"):
+        reply = client.post(path, data=body, content_type="application/json")
+        assert reply.status_code in (200, 400), (path, body, reply.status_code)
+        assert reply.is_json and (reply.status_code == 200 or reply.json["error"])
