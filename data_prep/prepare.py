@@ -1,4 +1,4 @@
-"""`data-prep prepare`: a partner's T0/T1/T2 files -> the prepared directory (see DESIGN.md).
+"""`data-prep prepare`: a partner's T0/T1/T2 files -> the prepared directory (see docs/design.md).
 
 Stages: read -> validate -> standardize (cached, parallel) -> rows & folds (duplicates merged) ->
 aggregate replicates -> tasks & quorums -> write. Every input row ends up either used or in

@@ -1,4 +1,4 @@
-"""The prepared-directory contract between data_prep and partner_kit (see DESIGN.md).
+"""The prepared-directory contract between data_prep and partner_kit (see docs/design.md).
 
 Matrices follow SparseChem's conventions: CSR float32 inputs, +1/-1 class labels with absent = unknown,
 censor flags -1 '<', 0 '=', +1 '>' on the pattern of the regression values, an int8 fold vector.
