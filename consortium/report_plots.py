@@ -15,7 +15,8 @@ import numpy as np
 
 COLORS = {"single": "#6b6b6b", "federated": "#1f6fb4", "pooled": "#d97a1a"}
 LABELS = {"single": "single partner", "federated": "federated", "pooled": "pooled (privacy-free bound)"}
-METRIC_LABELS = {"auc_pr": "AUC-PR", "auc_roc": "AUC-ROC", "auc_pr_cal": "calibrated AUC-PR", "r2": "R²"}
+METRIC_LABELS = {"auc_pr": "AUC-PR", "auc_roc": "AUC-ROC", "auc_pr_cal": "calibrated AUC-PR", "r2": "R²",
+                 "pearson_r": "Pearson r"}
 SELECTION_LABELS = {**METRIC_LABELS, "auc_pr+r2": "mean of AUC-PR and R² (task-weighted)",
                     "valid_loss": "− validation loss"}
 

@@ -30,9 +30,9 @@ from scipy import stats as sps
 
 REFERENCE_POSITIVE_RATE = 0.1
 CLASS_METRICS = ("auc_pr", "auc_roc", "auc_pr_cal")
-REGR_METRICS = ("r2",)
+REGR_METRICS = ("r2", "pearson_r")
 METRICS = (*CLASS_METRICS, *REGR_METRICS)
-METRIC_KIND = {**dict.fromkeys(CLASS_METRICS, "classification"), "r2": "regression"}
+METRIC_KIND = {**dict.fromkeys(CLASS_METRICS, "classification"), **dict.fromkeys(REGR_METRICS, "regression")}
 VARIANTS = ("single", "federated", "pooled")
 #: (a, b): statistics of a − b
 PAIRS = (("federated", "single"), ("pooled", "single"), ("federated", "pooled"))
@@ -115,6 +115,26 @@ def r2_score(y: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None)
     return np.where(ss_tot > 1e-12 * np.maximum(w @ (y * y), 1e-300), r2, np.nan)
 
 
+def pearson_r(y: np.ndarray, pred: np.ndarray, weights: np.ndarray | None = None) -> np.ndarray:
+    """Pearson correlation (scipy's `pearsonr` on the rows repeated by their weights) per weight row; NaN if
+    either side is constant."""
+    y = np.asarray(y, np.float64)
+    pred = np.asarray(pred, np.float64)
+    w = np.ones((1, y.size), np.float64) if weights is None else np.atleast_2d(np.asarray(weights, np.float64))
+    # centre on the unweighted means first: the weighted moments below then lose no precision
+    yc, pc = y - y.mean(), pred - pred.mean()
+    total = w.sum(axis=1)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        my, mp = (w @ yc) / total, (w @ pc) / total
+        cov = (w @ (yc * pc)) / total - my * mp
+        vy = (w @ (yc * yc)) / total - my * my
+        vp = (w @ (pc * pc)) / total - mp * mp
+        r = cov / np.sqrt(vy * vp)
+    # constant in this draw (up to rounding, relative to the full set's spread) or in the full set: undefined
+    ok = (vy > 1e-12 * max(float(np.mean(yc * yc)), 1e-300)) & (vp > 1e-12 * max(float(np.mean(pc * pc)), 1e-300))
+    return np.where(ok, np.clip(r, -1.0, 1.0), np.nan)
+
+
 def task_metrics(kind: str, y: np.ndarray, pred: np.ndarray,
                  weights: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Every metric of `METRICS` for one task (NaN for the other kind's metrics); `weights` (B, n) or None."""
@@ -129,7 +149,9 @@ def _task_metrics_columns(kind: str, y: np.ndarray, pred: np.ndarray, cols: np.n
         w = np.ones((np.asarray(y).size, 1), np.float64) if cols is None else cols
         out.update(_ranking_columns(y, pred, w))
     else:
-        out["r2"] = r2_score(y, pred, None if cols is None else cols.T.astype(np.float64))
+        w = None if cols is None else cols.T.astype(np.float64)
+        out["r2"] = r2_score(y, pred, w)
+        out["pearson_r"] = pearson_r(y, pred, w)
     return out
 
 

@@ -10,6 +10,7 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+from scipy.stats import pearsonr
 from sklearn.metrics import average_precision_score, r2_score, roc_auc_score
 from synthetic_run import write_run
 from typer.testing import CliRunner
@@ -48,7 +49,8 @@ def _direct(run_dir, metric_fn, kind):
 
 @pytest.mark.parametrize(("metric", "fn", "kind"), [("auc_pr", average_precision_score, "classification"),
                                                     ("auc_roc", roc_auc_score, "classification"),
-                                                    ("r2", r2_score, "regression")])
+                                                    ("r2", r2_score, "regression"),
+                                                    ("pearson_r", lambda y, p: pearsonr(y, p)[0], "regression")])
 def test_every_table_number_is_recomputable_from_the_parquet_files(run, metric, fn, kind):
     run_dir, _, data = run
     direct = _direct(run_dir, fn, kind)
@@ -229,7 +231,7 @@ def test_a_regression_only_consortium_reports_r2_and_its_pooled_share(tmp_path):
     run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0,), n_class=0, n_regr=5)
     write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
     data = json.loads((tmp_path / "r.json").read_text())
-    assert set(data["consortium"]["pairs"]["federated-single"]) == {"r2", "delong_auc_roc"}
+    assert set(data["consortium"]["pairs"]["federated-single"]) == {"r2", "pearson_r", "delong_auc_roc"}
     assert data["consortium"]["pairs"]["federated-single"]["delong_auc_roc"]["n_tasks"] == 0
     share = data["consortium"]["pooled_uplift_share"]
     assert share["metric"] == "r2" and share["reported"]

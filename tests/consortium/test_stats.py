@@ -76,6 +76,22 @@ def test_weighted_r2_equals_scikit_learn():
     assert math.isnan(stats.r2_score(np.ones(5), np.arange(5.0))[0])
 
 
+def test_weighted_pearson_equals_scipy_on_the_repeated_rows():
+    rng = np.random.default_rng(1)
+    y = rng.normal(6, 1, 70)
+    pred = 0.5 * y + rng.normal(scale=0.6, size=70)
+    w = rng.integers(0, 4, size=(3, 70))
+    got = stats.pearson_r(y, pred, w)
+    for b in range(3):
+        rep = np.repeat(np.arange(70), w[b])
+        assert got[b] == pytest.approx(sps.pearsonr(y[rep], pred[rep])[0], abs=1e-10)
+    assert stats.pearson_r(y, pred)[0] == pytest.approx(sps.pearsonr(y, pred)[0], abs=1e-12)
+    assert math.isnan(stats.pearson_r(y, np.full(70, 2.0))[0])
+    only_two = np.zeros((1, 70))
+    only_two[0, [3, 3]] = 2  # a draw of a single compound: no spread
+    assert math.isnan(stats.pearson_r(y, pred, only_two)[0])
+
+
 # ---- DeLong --------------------------------------------------------------------------------------------
 def test_delong_matches_the_hand_worked_example():
     # positives a: .9 .8 .3, negatives .7 .2 .1 -> V10 = (1, 1, 2/3), V01 = (2/3, 1, 1), AUC 8/9
