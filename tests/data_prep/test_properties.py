@@ -147,4 +147,7 @@ def test_any_input_directory_is_prepared_with_every_row_accounted_for_or_refused
         ids = normalize_ids(pd.Series([str(i).strip() for i, _ in t2]))
         for row, cid in enumerate(ids, start=1):  # every T2 row is in a matrix row or rejected
             assert row in rejected_t2 or cid in used_ids, (row, cid)
+        for row, (_, smiles) in enumerate(t2, start=1):  # a SMILES with text after a space is never truncated
+            if any(ch.isspace() or ch == "\x00" for ch in smiles.strip()):
+                assert row in rejected_t2, (row, smiles)
         assert not any(any(ch.isspace() or ch == "\x00" for ch in s) for s in data.compounds["smiles"])
