@@ -81,7 +81,8 @@ def scatter_vs_single(per_task: dict[str, list[dict[str, Any]]], metric: str, va
         ax.set_title(f"partner {partner} ({len(rows)} tasks)")
         ax.set_xlabel(f"single-partner {METRIC_LABELS[metric]}")
         ax.set_ylabel(f"{METRIC_LABELS[metric]} of the other model")
-    axes[0].legend(loc="upper left", fontsize=7, frameon=False)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="upper center", bbox_to_anchor=(0.5, 0.0), ncol=len(labels), frameon=False)
     return to_png(fig)
 
 
@@ -118,7 +119,7 @@ def cdf_deltas(per_task: dict[str, list[dict[str, Any]]], metric: str, variants:
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"per-task Δ {METRIC_LABELS[metric]} (other model − single-partner model)")
     ax.set_ylabel("share of tasks with Δ ≤ x")
-    ax.legend(fontsize=7, frameon=False, loc="lower right")
+    ax.legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0))  # beside, not over, the data
     return to_png(fig)
 
 
