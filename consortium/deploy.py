@@ -24,12 +24,26 @@ from typing import Any
 
 import tomli_w
 
+from consortium.processes import die_with_parent
 from consortium.run_status import read_status
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 
 CONNECTION = "fedqsar"
 APP_DIR = "flower_app"
+ADMITTED_DIR = "admitted"  # run/admitted/<name>.pub: the partners' node public keys (`consortium admit`)
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+
+
+def check_port_free(host: str, port: int) -> None:
+    """Fail before starting anything when the port is taken (e.g. by a consortium that is still running)."""
+    bind = "" if host in ("0.0.0.0", "::", "") else host
+    with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((bind, int(port)))
+        except OSError as exc:
+            raise InputError(f"port {port} on {host or '0.0.0.0'} is in use ({exc.strerror}): another consortium "
+                             "serve (or another program) listens there; stop it or choose --port") from None
 
 
 def executable(name: str) -> str:
@@ -87,7 +101,9 @@ def spawn(name: str, cmd: list[str], log: Path, env: dict[str, str] | None = Non
           cwd: Path | None = None) -> Service:
     log.parent.mkdir(parents=True, exist_ok=True)
     fh = open(log, "ab")  # noqa: SIM115 (the child owns it; closed when the child exits)
-    popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True)
+    # Own process group (stopped as a whole) and a parent-death signal: it cannot outlive `consortium serve`.
+    popen = subprocess.Popen(cmd, stdout=fh, stderr=subprocess.STDOUT, env=env, cwd=cwd, start_new_session=True,
+                             preexec_fn=die_with_parent())
     fh.close()
     return Service(name, popen, log)
 
@@ -104,25 +120,41 @@ def flower_env(flwr_home: Path | None) -> dict[str, str]:
 
 @dataclass(frozen=True)
 class TlsOptions:
-    """Certificates for the security issue; None everywhere = insecure (loopback tests only)."""
+    """TLS certificates (from `consortium certs`) and Flower's SuperNode authentication, or `insecure`.
+
+    With TLS, node authentication is on unless `node_auth=False`: only SuperNodes whose public key was
+    registered (`consortium admit`) may connect. `insecure` is for loopback tests and demos only.
+    """
 
     insecure: bool = True
     ca_certfile: Path | None = None
     certfile: Path | None = None
     keyfile: Path | None = None
+    node_auth: bool = True
+
+    def resolved(self) -> TlsOptions:
+        """Absolute, existing certificate paths (Flower's processes run elsewhere), checked before any start."""
+        if self.insecure:
+            return self
+        from consortium.certs import check_tls_files
+
+        ca, cert, key = check_tls_files(self.ca_certfile, self.certfile, self.keyfile)
+        return TlsOptions(insecure=False, ca_certfile=ca, certfile=cert, keyfile=key, node_auth=self.node_auth)
 
     def superlink_args(self) -> list[str]:
         if self.insecure:
             return ["--insecure"]
-        if not (self.ca_certfile and self.certfile and self.keyfile):
-            raise InputError("TLS needs --ssl-ca-certfile, --ssl-certfile and --ssl-keyfile (or pass --insecure "
-                             "for a loopback test)")
-        return ["--ssl-ca-certfile", str(self.ca_certfile), "--ssl-certfile", str(self.certfile),
-                "--ssl-keyfile", str(self.keyfile)]
+        tls = self.resolved()
+        return ["--ssl-ca-certfile", str(tls.ca_certfile), "--ssl-certfile", str(tls.certfile),
+                "--ssl-keyfile", str(tls.keyfile), *(["--enable-supernode-auth"] if self.node_auth else [])]
 
 
 def start_superlink(port: int, flwr_home: Path | None, log: Path, tls: TlsOptions = TlsOptions(),
                     host: str = "127.0.0.1", timeout: float = 60.0) -> Service:
+    if tls.insecure and host not in LOOPBACK:
+        raise InputError(f"--insecure serves without TLS: only on loopback (127.0.0.1), not on {host}; make "
+                         "certificates with `consortium certs` for a consortium on a network")
+    check_port_free(host, port)
     cmd = [executable("flower-superlink"), *tls.superlink_args(), "--host", host, "--port", str(port),
            "--disable-runtime-dependency-installation"]
     svc = spawn("superlink", cmd, log, env=flower_env(flwr_home))
@@ -223,13 +255,30 @@ class Consortium:
 
 def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
                      flwr_home: Path | None = None, tls: TlsOptions = TlsOptions()) -> Consortium:
+    """Start the SuperLink; with node authentication, register every admitted key (run/admitted/*.pub)."""
     run_dir = Path(run_dir).resolve()
+    tls = tls.resolved()
     flwr_home = Path(flwr_home or run_dir / "flwr-home").resolve()
     port = port or free_port()
     superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # the CLI talks to it from this machine
-    write_connection(flwr_home, f"{local}:{port}", tls)
-    return Consortium(superlink, f"{local}:{port}", flwr_home)
+    consortium = Consortium(superlink, f"{local}:{port}", flwr_home)
+    try:
+        write_connection(flwr_home, consortium.address, tls)
+        if not tls.insecure and tls.node_auth:
+            for pub in sorted((run_dir / ADMITTED_DIR).glob("*.pub")):
+                register_node(flwr_home, pub)
+    except BaseException:
+        consortium.stop()
+        raise
+    return consortium
+
+
+def register_node(flwr_home: Path, public_key: Path, timeout: float = 60.0) -> int:
+    """Register one partner's node public key with the running SuperLink (Flower's node authentication)."""
+    out = _flwr(["supernode", "register", str(public_key), CONNECTION],
+                flwr_home, timeout)
+    return int(out["node-id"])
 
 
 def run_deployed(consortium: Consortium, plan_path: Path, run_dir: Path, *, rounds: int = 0, resume: bool = False,

@@ -33,6 +33,7 @@ from consortium.checkpoints import checkpoint_path, load_checkpoint, save_checkp
 from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
 from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
 from consortium.plan import Plan
+from consortium.processes import set_parent_death_signal
 from consortium.run_status import STATUS_NAME, writer_identity
 from consortium.strategy import RoundFailed, RoundResult, TrunkFedAvg, refuse_invalid
 from consortium.trunk import initial_trunk, trunk_sha256
@@ -105,6 +106,8 @@ class RunRecorder:
         }
         self._t = time.perf_counter()
         self._refused_now: list[str] = []  # refused at the message level since the last ledger line
+        self._seen: set[int] = set()         # every node connected at some point of this run
+        self._contributed: set[int] = set()  # nodes averaged into at least one round
         self.write()
 
     def write(self, **changes: Any) -> None:
@@ -115,6 +118,7 @@ class RunRecorder:
 
     def nodes_seen(self, node_ids: Iterable[int]) -> None:
         ids = sorted(int(n) for n in node_ids)
+        self._seen.update(ids)
         if ids != self.status["nodes"]:
             self.write(nodes=ids)
 
@@ -135,6 +139,7 @@ class RunRecorder:
                         ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
         self.ledger.write(entry)
         self._refused_now = []
+        self._contributed.update(u.node_id for u in result.updates)
         now = time.perf_counter()
         total = sum(u.examples for u in result.updates)
         loss = sum(u.examples * u.loss for u in result.updates) / total
@@ -148,6 +153,11 @@ class RunRecorder:
 
     def on_final(self, loss: float | None, n: int) -> None:
         self.write(final_loss=loss, final_partners=n)
+
+    def finish(self) -> None:
+        # A partner that connected but was in no round (joined after the last one, or always refused)
+        # gets no federated model; say so here as its `join` does on its side.
+        self.write(state="finished", no_round_nodes=sorted(self._seen - self._contributed))
 
 
 class GuardedGrid(Grid):
@@ -258,7 +268,7 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
     except Exception as exc:
         recorder.write(state="failed", error=str(exc))
         raise
-    recorder.write(state="finished")
+    recorder.finish()
     return recorder.status
 
 
@@ -295,6 +305,7 @@ app = ServerApp()
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     logging.basicConfig(level=logging.INFO)
+    set_parent_death_signal()  # stop with Flower's SuperExec (and so with `consortium serve`), even on SIGKILL
     shorten_object_pull_backoff()  # replies are fetched as soon as their upload ends, not up to 1 s later
     cache_config_record_deflate()
     run_server(grid, context, settings_from_run_config(dict(context.run_config)))

@@ -194,6 +194,10 @@ def check_reply(content: RecordDict, plan: Plan, message_type: str) -> None:
             raise ReplyRefused(f"unexpected {kind} records {extra}" if extra else f"missing {kind} records {missing}")
     if not is_result:
         return
+    status = configs[f"{prefix}.status"]
+    if set(status) != {"code", "message"} or not isinstance(status["message"], str) or len(status["message"]) > 64:
+        raise ReplyRefused("status record holds other keys or a long message (only a code and a short message "
+                           "may leave a partner)")
     if set(metrics[f"{prefix}.num_examples"]) != {"num_examples"}:
         raise ReplyRefused("example-count record holds other keys")
     # evaluate: validation rows, which a partner may lack; fit: training examples, the FedAvg weight.

@@ -122,9 +122,10 @@ def evaluate(
 
 
 # ---- further commands (federated join, prediction) are registered below by their modules ------------------
-from partner_kit.join import join_command  # noqa: E402
+from partner_kit.join import join_command, keygen_command  # noqa: E402
 
 app.command("join")(friendly_errors(join_command))
+app.command("keygen")(friendly_errors(keygen_command))
 
 from partner_kit.predict_commands import predict, serve  # noqa: E402
 

@@ -18,6 +18,7 @@ from flwr.common import Scalar
 from consortium.admission import REFERENCE_KEY
 from consortium.plan import Plan
 from partner_kit.federated import FederatedPartner, PartnerConfig, PlanMismatch, get_partner
+from partner_kit.wire_audit import audit_mod
 
 SECAGG_CONFIGS = "secaggplus_configs"
 
@@ -79,4 +80,4 @@ def plan_secagg_mod(msg: Message, ctxt: Context, call_next: ClientAppCallable) -
 
 
 #: The deployed ClientApp (`consortium/flower_app/pyproject.toml` points here).
-app = ClientApp(client_fn=client_fn, mods=[plan_secagg_mod])
+app = ClientApp(client_fn=client_fn, mods=[audit_mod, plan_secagg_mod])  # audit outermost: sees what leaves

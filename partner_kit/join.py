@@ -12,7 +12,6 @@ import contextlib
 import dataclasses
 import json
 import os
-import shlex
 import signal
 import socket
 import subprocess
@@ -26,6 +25,7 @@ from consortium.plan import Plan
 from data_prep.console import console
 from data_prep.errors import InputError
 from partner_kit.supernode import DEFAULT_POLL_S
+from partner_kit.wire_audit import AUDIT_KEY
 
 if TYPE_CHECKING:  # partner_kit.federated imports torch: only inside the functions, so --help stays instant
     from partner_kit.federated import PartnerConfig
@@ -63,42 +63,102 @@ def check_partner(cfg: PartnerConfig) -> Plan:
 
 
 def supernode_command(cfg: PartnerConfig, superlink: str, *, port: int, insecure: bool = True,
-                      root_certificates: Path | None = None, warm: bool = False) -> list[str]:
+                      root_certificates: Path | None = None, warm: bool = False,
+                      node_key: Path | None = None, audit_log: Path | None = None) -> list[str]:
     if not insecure and root_certificates is None:
         raise InputError("joining over TLS needs --root-certificates (the consortium's CA certificate); "
                          "--insecure is for loopback tests only")
     security = ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
+    if node_key is not None:  # Flower's SuperNode authentication: the key the operator admitted
+        security += ["--auth-supernode-private-key", str(node_key)]
     # warm: our entry point (Flower's SuperNode polling every DEFAULT_POLL_S, partner_kit.supernode) in process
     # isolation, so partner_kit.warm_exec can take SuperExec's place; cold: Flower's defaults throughout.
     node = ([sys.executable, "-m", "partner_kit.supernode", "--isolation", "process"] if warm
             else [_exe("flower-supernode")])
+    node_config = cfg.to_node_config()
+    if audit_log is not None:  # partner_kit.wire_audit: every outgoing message's keys, types and sizes
+        node_config[AUDIT_KEY] = str(Path(audit_log).expanduser().resolve())
     return [*node, *security, "--superlink", superlink, "--port", str(port),
-            "--node-config", format_node_config(cfg.to_node_config())]
+            "--node-config", format_node_config(node_config)]
 
 
-def warm_exec_command(port: int, supernode_pid: int, *, insecure: bool = True,
-                      root_certificates: Path | None = None) -> list[str]:
-    """`partner_kit.warm_exec` in SuperExec's place: ClientApp processes forked after the imports."""
-    security = ["--insecure"] if insecure else ["--root-certificates", str(root_certificates)]
+def warm_exec_command(port: int, supernode_pid: int) -> list[str]:
+    """`partner_kit.warm_exec` in SuperExec's place: ClientApp processes forked after the imports.
+
+    It talks only to this partner's own SuperNode on 127.0.0.1, whose runtime API is plain HTTP whatever the
+    link to the consortium uses: always `--insecure` (TLS there failed with SSL: WRONG_VERSION_NUMBER).
+    """
     return [sys.executable, "-m", "partner_kit.warm_exec", "--runtime-api-address", f"127.0.0.1:{port}",
-            *security, "--parent-pid", str(supernode_pid)]
+            "--insecure", "--parent-pid", str(supernode_pid)]
+
+
+def probe_superlink(superlink: str, *, insecure: bool, root_certificates: Path | None, timeout: float = 5.0) -> None:
+    """Say now, not by retrying forever, when this partner's TLS setting cannot work with the SuperLink.
+
+    A SuperLink that is not up yet is fine (the SuperNode waits for it); one that is up is asked for a TLS
+    handshake, verified against the consortium's CA when joining over TLS.
+    """
+    import ssl
+
+    host, _, port = superlink.rpartition(":")
+    if not host or not port.isdigit():
+        raise InputError(f"--superlink {superlink!r}: give HOST:PORT, e.g. consortium.example.org:9093")
+    host = host.strip("[]")
+    try:
+        sock = socket.create_connection((host, int(port)), timeout=timeout)
+    except OSError:
+        return
+    if insecure:
+        ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    else:
+        ctx = ssl.create_default_context(cafile=str(root_certificates))
+    try:
+        with ctx.wrap_socket(sock, server_hostname=host):
+            speaks_tls = True
+    except ssl.SSLCertVerificationError as exc:
+        raise InputError(f"the SuperLink at {superlink} presents a certificate that {root_certificates} does not "
+                         f"verify ({exc.verify_message}); get the consortium's ca.crt, and join by a name "
+                         "the server certificate lists (`consortium certs --host NAME`)") from None
+    except (ssl.SSLError, OSError):
+        speaks_tls = False
+    finally:
+        sock.close()
+    if insecure and speaks_tls:
+        raise InputError(f"the SuperLink at {superlink} uses TLS: join with --root-certificates ca.crt (the "
+                         "consortium's CA certificate) instead of --insecure")
+    if not insecure and not speaks_tls:
+        raise InputError(f"the SuperLink at {superlink} does not speak TLS (an --insecure loopback server?); "
+                         "check the address, or join a loopback demo with --insecure")
 
 
 def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path | None = None,
                     flwr_home: Path | None = None, insecure: bool = True,
                     root_certificates: Path | None = None, warm: bool = False,
-                    threads: int | None = None) -> subprocess.Popen:
+                    threads: int | None = None, node_key: Path | None = None,
+                    audit_log: Path | None = None, output: int | None = None) -> subprocess.Popen:
     """Start the SuperNode in its own process group (stop it with os.killpg); output to `log` if given.
 
-    `warm`: the SuperNode in process isolation plus `partner_kit.warm_exec` (same process group), which forks
-    each ClientApp process from an already-imported parent instead of starting Python afresh.
+    `warm`: the SuperNode in process isolation plus `partner_kit.warm_exec` in the same process group, which
+    forks each ClientApp process from an already-imported parent instead of starting Python afresh.
+    Both get a parent-death signal, so they stop when the caller dies, even by SIGKILL.
     `threads`: CPU threads for the partner's training (default: torch's choice, all cores). Set it when
     several SuperNodes share one machine: oversubscribed OpenMP threads spin against each other (measured:
     10x slower training with three 2-thread partners on 2 cores).
     """
+    from consortium.processes import die_with_parent
+
     check_partner(cfg)
+    if root_certificates is not None:
+        root_certificates = Path(root_certificates).expanduser().resolve()
+        if not root_certificates.is_file():
+            raise InputError(f"--root-certificates {root_certificates} not found; it is the consortium's ca.crt")
+    if node_key is not None:
+        node_key = Path(node_key).expanduser().resolve()
+        if not node_key.is_file():
+            raise InputError(f"--node-key {node_key} not found; make one with `partner-kit keygen`")
     cmd = supernode_command(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
-                            warm=warm)
+                            warm=warm, node_key=node_key, audit_log=audit_log)
     env = dict(os.environ)
     if warm:  # how often the warm executor asks its SuperNode for a task (Flower: 1 s)
         env.setdefault("FLWR_SUPEREXEC_TASK_POLL_INTERVAL", str(DEFAULT_POLL_S / 4))
@@ -112,15 +172,16 @@ def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path 
     if log is not None:
         log.parent.mkdir(parents=True, exist_ok=True)
         out = open(log, "ab")  # noqa: SIM115 (handed to the child)
-    if warm:
-        # One session for both: the SuperNode in the background, the warm executor watching its pid.
-        warm_cmd = warm_exec_command(port, 0, insecure=insecure, root_certificates=root_certificates)
-        warm_cmd[-1] = "$!"
-        script = f"{shlex.join(cmd)} & exec {' '.join(shlex.quote(c) if c != '$!' else c for c in warm_cmd)}"
-        cmd = ["/bin/sh", "-c", script]
+    sink = out if out is not None else output  # `output`: a file descriptor both processes write to
+    streams: dict[str, Any] = {"stdout": sink, "stderr": subprocess.STDOUT if sink is not None else None, "env": env}
     try:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT if out else None, env=env,
-                                start_new_session=True)
+        # A new process group in this session (a new session would keep the executor from joining it).
+        node = subprocess.Popen(cmd, process_group=0, preexec_fn=die_with_parent(), **streams)
+        if warm:
+            # Same process group as the SuperNode (one killpg stops both); it also exits when the SuperNode does.
+            node.warm_exec = subprocess.Popen(warm_exec_command(port, node.pid), process_group=node.pid,  # type: ignore[attr-defined]
+                                              preexec_fn=die_with_parent(), **streams)
+        return node
     finally:
         if out is not None:
             out.close()
@@ -161,38 +222,126 @@ def join_command(
     insecure: bool = typer.Option(False, "--insecure", help="No TLS (loopback tests only)"),
     root_certificates: Path | None = typer.Option(None, "--root-certificates",
                                                   help="The consortium's CA certificate (TLS)"),
+    node_key: Path | None = typer.Option(None, "--node-key", help="This partner's node private key from "
+                                         "`partner-kit keygen` (the operator admitted its .pub)"),
+    audit_log: Path | None = typer.Option(None, "--audit-log", help="Append the keys, types and sizes of "
+                                          "every message this partner sends to FILE (JSON lines, no values)"),
     threads: int | None = typer.Option(None, "--threads", min=1, help="CPU threads for training (default: all "
                                        "cores; set it when several partners share one machine)"),
     warm: bool = typer.Option(True, "--warm/--cold", help="Fork each ClientApp process from a warm parent "
                               "(--warm) or let Flower start a fresh Python per message (--cold)"),
 ) -> None:
     """Join a federated run: start this partner's SuperNode; heads and data stay on this machine."""
+    import time
+
     from partner_kit.federated import PartnerConfig
 
     cfg = resolve(PartnerConfig(plan=plan_path, prepared=prepared, model=model, name=name, seed=seed,
                                 valid_fold=valid_fold, test_fold=test_fold))
     plan = check_partner(cfg)
+    if not insecure and root_certificates is None:
+        raise InputError("joining over TLS needs --root-certificates (the consortium's ca.crt); --insecure is for "
+                         "loopback tests only")
     cfg = with_reference_hash(cfg, plan, key)
+    probe_superlink(superlink, insecure=insecure, root_certificates=root_certificates)
     if port == 0:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
     console.print(f"{name}: plan {plan.hash[:16]}… ok, prepared data ok, reference hash "
-                  f"{cfg.reference_hash[:16]}…; connecting to {superlink} (Ctrl-C to leave)")
-    proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
-                           warm=warm, threads=threads)
+                  f"{cfg.reference_hash[:16]}…; connecting to {superlink} "
+                  f"({'INSECURE' if insecure else 'TLS'}{', node key' if node_key else ''}; Ctrl-C to leave)",
+                  highlight=False)
+    started = time.time()
+    read_fd, write_fd = os.pipe()  # the SuperNode's output, echoed here and scanned for Flower's refusal
+    try:
+        proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
+                               warm=warm, threads=threads, node_key=node_key, audit_log=audit_log, output=write_fd)
+    finally:
+        os.close(write_fd)
+    echo = OutputEcho(read_fd)
 
     def leave(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, leave)   # also when started in the background (SIGINT ignored by default)
     signal.signal(signal.SIGTERM, leave)
+    left = False
     try:
         code = proc.wait()
     except KeyboardInterrupt:
+        left = True
+        code = 0
+    finally:  # whatever ended it: the SuperNode, its executor and their ClientApps stop together
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
-        code = proc.wait(timeout=30)
-        console.print(f"{name}: left the federation")
-    if code not in (0, -signal.SIGTERM):
-        raise typer.Exit(code=code)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+    echo.join(timeout=5)
+    ok, message = outcome(cfg, started, code, left, refused=echo.refused)
+    console.print(f"{name}: {message}", highlight=False)
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+#: What Flower's SuperNode prints when the SuperLink turns it away (unknown or missing node key).
+REFUSAL_MARKS = ("Failed to activate SuperNode", "All SuperNodes must be registered", "Exit Code: 305")
+
+
+class OutputEcho:
+    """Copy the SuperNode's output to this terminal in a thread, noting whether Flower refused the node."""
+
+    def __init__(self, fd: int) -> None:
+        import threading
+
+        self.refused = False
+        self._stream = os.fdopen(fd, "r", errors="replace")
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        for line in self._stream:
+            sys.stdout.write(line)
+            sys.stdout.flush()
+            if any(mark in line for mark in REFUSAL_MARKS):
+                self.refused = True
+
+    def join(self, timeout: float) -> None:
+        self._thread.join(timeout)
+
+
+def outcome(cfg: PartnerConfig, started: float, code: int | None, left: bool,
+            refused: bool = False) -> tuple[bool, str]:
+    """(success, one line saying how this join ended), so a partner never looks joined when it is not."""
+    metrics = Path(cfg.model) / "metrics.json"
+    contributed = False
+    if metrics.is_file() and metrics.stat().st_mtime >= started:
+        with contextlib.suppress(ValueError):
+            contributed = bool(json.loads(metrics.read_text()).get("federated"))
+    if contributed:
+        done = f"the federated run ended; your federated model is in {cfg.model}/"
+        return True, f"left the federation; {done}" if left else done
+    if left:
+        return True, "left the federation (no federated round finished while joined)"
+    if refused:
+        return False, ("error: the consortium refused this node or could not be reached: was your node key admitted "
+                "(`consortium admit partner.key.pub`)? are --superlink and the TLS options right? (see the "
+                "SuperNode's ERROR line above)")
+    return False, (f"error: the SuperNode stopped (code {code}): joined after the last round, or the "
+                   "consortium's server stopped; no federated model; your single-partner model is unchanged. "
+                   "Join again to take part in the next run")
+
+
+def keygen_command(
+    out: Path = typer.Option(..., "--out", help="Private key file to write (its .pub goes beside it)"),
+    force: bool = typer.Option(False, "--force", help="Replace an existing key pair"),
+) -> None:
+    """Make this partner's node key pair; send the .pub file to the operator (`consortium admit`)."""
+    from consortium.certs import make_node_keys
+
+    private, public = make_node_keys(out, force=force)
+    console.print(f"wrote {private} (private, keep it; `join --node-key {private}`) and {public} (send it to the "
+                  "consortium operator)", highlight=False)

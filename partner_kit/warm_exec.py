@@ -17,6 +17,7 @@ import argparse
 import contextlib
 import importlib
 import os
+import signal
 import sys
 
 from flwr.supercore.constant import TaskType
@@ -27,6 +28,7 @@ from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 import partner_kit.client_app  # noqa: F401  (the point: import torch, Flower and the kit once, before forking)
 from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
+from consortium.processes import set_parent_death_signal
 
 #: Modules the first round imports lazily (~1 s in every child otherwise): torch's compile machinery, pulled
 #: in by the optimizers, and Parquet for the task table. Imported, never run, so no thread pool is started.
@@ -46,10 +48,12 @@ class ForkExecutor(SubprocessExecutor):
         if not spec.insecure and spec.root_certificates_path:
             with open(spec.root_certificates_path, "rb") as fh:
                 certificates = fh.read()
+        parent = os.getpid()
         pid = os.fork()
         if pid == 0:  # child: Flower's ClientApp runner, then leave without the parent's exit handlers
             code = 1
             try:
+                set_parent_death_signal(signal.SIGKILL, expected_parent=parent)  # never outlive the executor
                 run_clientapp(spec.runtime_api_address, spec.token, spec.insecure, certificates,
                               parent_pid=spec.parent_pid, runtime_dependency_install=False)
                 code = 0

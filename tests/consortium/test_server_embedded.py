@@ -128,6 +128,7 @@ def test_a_partner_with_another_reference_hash_is_refused_every_round(tmp_path):
     entries = verify(tmp_path / "run" / "ledger.jsonl")
     assert all(node not in e.node_ids and len(e.node_ids) == 2 for e in entries)
     assert all("secret key, plan or kit differs" in e.refused[0] for e in entries)
+    assert status["no_round_nodes"] == [node]  # connected, in no round: status says it has no federated model
     admission = json.loads((tmp_path / "run" / "admission.json").read_text())
     assert admission["reference_hash"] == GOOD_HASH and "2 of 3 agreed" in admission["source"]
 

@@ -212,3 +212,11 @@ def test_aggregate_fit_refuses_huge_updates_and_huge_counts_and_goes_on():
     assert "max_examples" in reasons["node 5"] and "not a number" in reasons["node 6"]
     for arr, ref in zip(seen[0].trunk.values(), honest, strict=True):
         np.testing.assert_allclose(arr, ref)
+
+
+def test_check_reply_refuses_text_smuggled_in_the_status_message():
+    plan = tiny_plan()
+    content = _fit_content(_trunk_list(plan, 1.0))
+    content.config_records["fitres.status"] = ConfigRecord({"code": 0, "message": "CC(=O)Oc1ccccc1C(=O)O " * 10})
+    with pytest.raises(ReplyRefused, match="status record"):
+        check_reply(content, plan, "train")

@@ -69,3 +69,25 @@ def test_embedded_partner_with_another_key_is_refused_and_told_why(fed_with_keys
     assert any("refused by the consortium" in f and "yours is" in f for f in status["failures"]), status["failures"]
     assert not (partners["C"].model / "federated" / "round-002").exists()
     assert json.loads((fed.root / "run-embedded" / "admission.json").read_text())["reference_hash"] == hashes["A"]
+
+
+def test_wire_audit_records_keys_types_and_sizes_of_every_outgoing_message(fed_with_keys):
+    from consortium.plan import trunk_shapes
+    from partner_kit.wire_audit import AUDIT_KEY
+
+    fed, _, hashes = fed_with_keys
+    partners = {n: dataclasses.replace(c, model=c.model.parent / "model-audit", reference_hash=hashes["A"])
+                for n, c in fed.partners().items()}
+    audit = fed.root / "audit-B.jsonl"
+    configs = {n: {**c.to_node_config(), **({AUDIT_KEY: str(audit)} if n == "B" else {})}
+               for n, c in partners.items()}
+    settings = RunSettings(plan=fed.plan, run_dir=fed.root / "run-audit", rounds=2, mode="embedded")
+    run_embedded(settings, partner_app, configs)
+    lines = [json.loads(line) for line in audit.read_text().splitlines()]
+    assert [e["message_type"] for e in lines] == ["train", "train", "evaluate"]
+    for entry in lines[:2]:
+        assert [(a["dtype"], a["shape"]) for a in entry["arrays"]["fitres.parameters"]] == [
+            ("float32", list(s)) for s in trunk_shapes(fed.plan).values()]
+        assert entry["configs"]["fitres.metrics"] == {"loss": {"type": "float"},
+                                                      "reference_hash": {"type": "str", "size": 64}}
+    assert "AUC" not in audit.read_text() and "smiles" not in audit.read_text().lower()
