@@ -45,7 +45,8 @@ def _scores(values: np.ndarray) -> np.ndarray:
 class ConformalModel:
     """Sorted calibration nonconformity scores per task: classification per class, regression residuals."""
 
-    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)  # task_index -> {"kind", scores...}
+    #: task_index -> {"kind": ..., "scores": {name: sorted float64 array}} (arrays: one request scores 2,000 tasks)
+    tasks: dict[int, dict[str, Any]] = field(default_factory=dict)
 
     # ---- classification ---------------------------------------------------------------------------------------
     def p_values(self, task_index: int, prob_active: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -57,7 +58,7 @@ class ConformalModel:
             return nan, nan.copy()
         out = []
         for label, alpha in ((0, _scores(prob)), (1, _scores(1.0 - prob))):
-            cal = np.asarray(entry["scores"][CLASSES[label]], dtype=np.float64)
+            cal = entry["scores"][CLASSES[label]]
             if cal.size == 0:
                 out.append(np.full(prob.shape, np.nan))
                 continue
@@ -69,7 +70,7 @@ class ConformalModel:
     def half_width(self, task_index: int, significance: float) -> float:
         """Interval half-width at `significance` (inf when too few calibration values; NaN if uncalibrated)."""
         entry = self.tasks.get(int(task_index))
-        if entry is None or entry["kind"] != "regression" or not entry["scores"]["residual"]:
+        if entry is None or entry["kind"] != "regression" or not entry["scores"]["residual"].size:
             return math.nan
         cal = entry["scores"]["residual"]
         k = math.ceil((len(cal) + 1) * (1.0 - significance))
@@ -78,7 +79,9 @@ class ConformalModel:
     # ---- storage ----------------------------------------------------------------------------------------------
     def to_dict(self) -> dict[str, Any]:
         return {"format": FORMAT, "calibration": "validation fold", "tasks": [
-            {"task_index": idx, **entry} for idx, entry in sorted(self.tasks.items())]}
+            {"task_index": idx, "kind": entry["kind"],
+             "scores": {name: values.tolist() for name, values in entry["scores"].items()}}
+            for idx, entry in sorted(self.tasks.items())]}
 
     @classmethod
     def from_dict(cls, obj: Any, source: str = CONFORMAL_JSON) -> ConformalModel:
@@ -90,7 +93,9 @@ class ConformalModel:
             for entry in obj["tasks"]:
                 kind = entry["kind"]
                 names = CLASSES if kind == "classification" else ("residual",)
-                scores = {n: sorted(float(v) for v in entry["scores"][n]) for n in names}
+                scores = {n: np.sort(np.asarray(entry["scores"][n], dtype=np.float64)) for n in names}
+                if any(v.ndim != 1 or not np.isfinite(v).all() for v in scores.values()):
+                    raise ValueError("scores must be flat lists of finite numbers")
                 tasks[int(entry["task_index"])] = {"kind": kind, "scores": scores}
         except (KeyError, TypeError, ValueError) as exc:
             raise InputError(f"{source}: malformed task entry ({exc!r}); retrain the model or delete the file "
@@ -124,11 +129,10 @@ def calibrate(valid_predictions: pd.DataFrame, tasks: pd.DataFrame) -> Conformal
         frame = groups.get(idx, valid_predictions.iloc[:0])
         y, pred = frame["y"].to_numpy(np.float64), frame["pred"].to_numpy(np.float64)
         if task.kind == "classification":
-            scores = {"inactive": np.sort(_scores(pred[y <= 0])).tolist(),
-                      "active": np.sort(_scores(1.0 - pred[y > 0])).tolist()}
+            scores = {"inactive": np.sort(_scores(pred[y <= 0])), "active": np.sort(_scores(1.0 - pred[y > 0]))}
         else:
             exact = frame["censor"].to_numpy() == 0
-            scores = {"residual": np.sort(_scores(np.abs(y[exact] - pred[exact]))).tolist()}
+            scores = {"residual": np.sort(_scores(np.abs(y[exact] - pred[exact])))}
         model.tasks[idx] = {"kind": str(task.kind), "scores": scores}
     return model
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import math
+import threading
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -108,11 +109,33 @@ class Molecules:
 
 @dataclass
 class Prediction:
-    """One table row per input molecule (in input order); `x` holds their keyed fingerprints."""
+    """One row per input molecule (in input order) as named columns; `x` holds their keyed fingerprints.
 
-    table: pd.DataFrame
+    Columns stay plain arrays/lists: building a pandas frame of ~6,000 columns (2,000 tasks) costs more than
+    predicting one molecule, so the API and the page read rows straight from the columns and only the CSV builds
+    `table`.
+    """
+
+    columns: dict[str, Any]
     task_columns: list[str]
     x: sp.csr_matrix
+    _table: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        return len(self.columns["row"])
+
+    @property
+    def table(self) -> pd.DataFrame:
+        if self._table is None:
+            self._table = pd.DataFrame(self.columns)
+        return self._table
+
+    def records(self, limit: int | None = None) -> list[dict[str, Any]]:
+        """Rows as dicts of Python values (NaN and ±inf as None), the first `limit` of them."""
+        n = len(self) if limit is None else min(limit, len(self))
+        lists = {k: (v[:n].tolist() if isinstance(v, np.ndarray) else list(v[:n])) for k, v in self.columns.items()}
+        clean = {k: [None if isinstance(x, float) and not math.isfinite(x) else x for x in v] for k, v in lists.items()}
+        return [{k: v[i] for k, v in clean.items()} for i in range(n)]
 
 
 class Predictor:
@@ -140,6 +163,8 @@ class Predictor:
         self.conformal = ConformalModel.load(self.model_dir)
         self.training = self._training_set(prepared) if prepared else None
         self._explainer = None
+        self._featurizer = None
+        self._lock = threading.Lock()
 
     def _training_set(self, prepared: str | Path):  # -> neighbours.TrainingSet
         from partner_kit.neighbours import TrainingSet
@@ -157,12 +182,15 @@ class Predictor:
 
     def featurize(self, smiles: list[str]) -> tuple[sp.csr_matrix, list[str | None], list[str | None]]:
         """(keyed fingerprint rows, standardized SMILES, errors) per input; too-large inputs are never parsed."""
+        from data_prep.featurize import Featurizer
         from data_prep.fingerprint import keyed_csr
-        from data_prep.parallel import compute_records
 
         too_big = [size_error(s, self.max_heavy_atoms) for s in smiles]
         safe = ["" if e else s for s, e in zip(smiles, too_big, strict=True)]
-        records = compute_records(safe, self.plan.data, n_jobs=1, cache_dir=False, progress=False)
+        with self._lock:  # one Featurizer (RDKit standardizer objects) per predictor, not per request
+            if self._featurizer is None:
+                self._featurizer = Featurizer(self.plan.data)
+            records = [self._featurizer(s) for s in safe]
         x = keyed_csr([r.indices() for r in records], [r.counts() for r in records], self.plan.data.fingerprint,
                       self.key)
         errors = [big or r.error for big, r in zip(too_big, records, strict=True)]
@@ -183,15 +211,14 @@ class Predictor:
         p, v = self.model.predict(SparseBatch.from_csr(x))
         prob, values = p.numpy().astype(np.float64), v.numpy().astype(np.float64)
         failed = np.array([e is not None for e in errors], dtype=bool)
-        table = pd.DataFrame({
-            "row": molecules.rows, "name": molecules.names, "smiles": molecules.smiles,
+        columns: dict[str, Any] = {
+            "row": list(molecules.rows), "name": list(molecules.names), "smiles": list(molecules.smiles),
             "standardized_smiles": [s or "" for s in standardized], "error": [e or "" for e in errors],
-        })
+        }
         if self.training is not None:
-            table["max_similarity_to_training"] = np.where(failed, np.nan,
-                                                           np.round(max_tanimoto(x, self.training.x), 3))
+            columns["max_similarity_to_training"] = np.where(failed, np.nan,
+                                                             np.round(max_tanimoto(x, self.training.x), 3))
         n_class = prob.shape[1]
-        columns: dict[str, Any] = {}
         for j, (task, label) in enumerate(zip(self.tasks, self.labels, strict=True)):
             column = prob[:, j] if j < n_class else values[:, j - n_class]
             columns[label] = np.where(failed, np.nan, np.round(column, 4))
@@ -208,8 +235,7 @@ class Predictor:
                 half = self.conformal.half_width(idx, self.significance)
                 columns[f"{label} low"] = np.where(failed, np.nan, np.round(column - half, 4))
                 columns[f"{label} high"] = np.where(failed, np.nan, np.round(column + half, 4))
-        table = pd.concat([table, pd.DataFrame(columns, index=table.index)], axis=1)
-        return Prediction(table=table, task_columns=self.labels, x=x)
+        return Prediction(columns=columns, task_columns=self.labels, x=x)
 
     # ---- one molecule in depth: why (atom contributions) and based on what (neighbours) -----------------
     def explainer(self):  # -> explain.Explainer
@@ -224,7 +250,7 @@ class Predictor:
         all tasks, or the `DETAIL_TASKS` most probable ones) and, with a prepared directory, the k nearest
         neighbours."""
         result = self.predict([smiles])
-        row = result.table.iloc[0]
+        row = result.records()[0]
         out: dict[str, Any] = {"smiles": smiles, "standardized_smiles": row["standardized_smiles"],
                                "error": row["error"], "significance": self.significance, "tasks": [],
                                "neighbours": None, "map_positions": []}
@@ -232,11 +258,10 @@ class Predictor:
             return out
         for j, label in enumerate(self.labels):
             entry: dict[str, Any] = {"position": j, "task": label, "kind": self.tasks[j].get("kind"),
-                                     "prediction": _num(row[label]), "contributions": None}
+                                     "prediction": row[label], "contributions": None}
             for suffix in ("set", "p(active)", "p(inactive)", "low", "high"):
-                if f"{label} {suffix}" in row.index:
-                    value = row[f"{label} {suffix}"]
-                    entry[suffix] = value if isinstance(value, str) else _num(value)
+                if f"{label} {suffix}" in row:
+                    entry[suffix] = row[f"{label} {suffix}"]
             out["tasks"].append(entry)
         ranked = sorted(out["tasks"], key=lambda t: -(t["prediction"] or 0.0) if t["kind"] == "classification"
                         else 0.0)
@@ -251,11 +276,6 @@ class Predictor:
         if self.training is not None:
             out["neighbours"] = self.training.neighbours(result.x[0], k)
         return out
-
-
-def _num(value: Any) -> float | None:
-    value = float(value)
-    return value if math.isfinite(value) else None
 
 
 def parse_smiles_lines(text: str) -> Molecules:

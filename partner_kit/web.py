@@ -12,7 +12,6 @@ Routes: `GET /` form; `POST /` result table; `POST /predict.csv` the same table 
 from __future__ import annotations
 
 import io
-import math
 from functools import lru_cache
 from typing import Any
 
@@ -72,18 +71,6 @@ def parse_upload(name: str, payload: bytes) -> Molecules:
     return molecules
 
 
-def _json_value(value: Any) -> Any:
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
-    if hasattr(value, "item"):
-        return _json_value(value.item())
-    return value
-
-
-def table_records(table: pd.DataFrame) -> list[dict[str, Any]]:
-    return [{k: _json_value(v) for k, v in row.items()} for row in table.to_dict(orient="records")]
-
-
 def api_error(message: str, status: int = 400) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
@@ -119,10 +106,10 @@ def create_app(predictor: Predictor) -> Flask:
             result = predictor.predict(gather())
         except InputError as exc:
             return page(error=str(exc), text=text), 400
-        table = result.table
-        rows = table.head(PAGE_LIMIT).to_dict(orient="records")
-        pictures = [molecule_svg(s) for s in table["standardized_smiles"].head(PAGE_LIMIT)]
-        return page(result=result, rows=rows, pictures=pictures, text=text, truncated=len(table) > PAGE_LIMIT)
+        rows = result.records(PAGE_LIMIT)
+        pictures = [molecule_svg(row["standardized_smiles"]) for row in rows]
+        return page(result=result, rows=rows, pictures=pictures, text=text, truncated=len(result) > PAGE_LIMIT,
+                    csv=result.table.to_csv(index=False))
 
     @app.post("/predict.csv")
     def predict_csv() -> Response:
@@ -203,7 +190,7 @@ def create_app(predictor: Predictor) -> Flask:
         except InputError as exc:
             return api_error(str(exc))
         return jsonify({"significance": predictor.significance, "tasks": predictor.labels,
-                        "columns": list(result.table.columns), "rows": table_records(result.table)})
+                        "columns": list(result.columns), "rows": result.records()})
 
     @app.post("/api/molecule")
     def api_molecule() -> tuple[Response, int] | Response:

@@ -83,7 +83,8 @@ def test_saved_model_round_trips_and_a_broken_file_is_refused(tmp_path):
     model = calibrate(valid, tasks)
     model.save(tmp_path)
     again = ConformalModel.load(tmp_path)
-    assert again.tasks == model.tasks
+    assert again.to_dict() == model.to_dict()
+    assert again.p_values(0, np.array([0.5])) == model.p_values(0, np.array([0.5]))
     assert ConformalModel.load(tmp_path / "elsewhere") is None
     (tmp_path / CONFORMAL_JSON).write_text("{not json")
     with pytest.raises(InputError, match="not valid JSON"):
