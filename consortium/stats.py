@@ -71,21 +71,45 @@ def _ranking_columns(y: np.ndarray, score: np.ndarray, w: np.ndarray,
     Only one cumulative sum over the rows is needed (negatives and positives apart), and the rest runs over
     the positives alone.
     """
+    return _ranking_apply(_rank_order(y, score), w, reference_rate)
+
+
+@dataclass(frozen=True)
+class _RankOrder:
+    """What `_ranking_apply` needs from one sort of a task's scores (computed once, reused for every replicate)."""
+
+    neg: np.ndarray  # row positions of the negatives, highest score first
+    pos: np.ndarray  # row positions of the positives, highest score first
+    fp_incl: np.ndarray  # per positive (that order): how many negatives score >= it
+    fp_strict: np.ndarray  # ... score > it
+    tp_incl: np.ndarray  # ... how many positives score >= it
+
+
+def _rank_order(y: np.ndarray, score: np.ndarray) -> _RankOrder:
     y = np.asarray(y, dtype=bool)
     score = np.asarray(score, dtype=np.float64)
+    neg_rows, pos_rows = np.flatnonzero(~y), np.flatnonzero(y)
+    neg_order = np.argsort(-score[neg_rows], kind="mergesort")
+    pos_order = np.argsort(-score[pos_rows], kind="mergesort")
+    neg_key, pos_key = -score[neg_rows][neg_order], -score[pos_rows][pos_order]
+    return _RankOrder(neg=neg_rows[neg_order], pos=pos_rows[pos_order],
+                      fp_incl=np.searchsorted(neg_key, pos_key, side="right"),
+                      fp_strict=np.searchsorted(neg_key, pos_key, side="left"),
+                      tp_incl=np.searchsorted(pos_key, pos_key, side="right"))
+
+
+def _ranking_apply(order: _RankOrder, w: np.ndarray,
+                   reference_rate: float = REFERENCE_POSITIVE_RATE) -> dict[str, np.ndarray]:
     # integer counts are summed as int32 (exact, and twice as fast as float cumulative sums), then used as float32
     dtype = np.float64 if w.dtype == np.float64 else np.float32
-    neg_key, pos_key = -score[~y], -score[y]
-    neg_order, pos_order = np.argsort(neg_key, kind="mergesort"), np.argsort(pos_key, kind="mergesort")
-    neg_key, pos_key = neg_key[neg_order], pos_key[pos_order]
-    wn, wp = w[~y][neg_order], w[y][pos_order]
+    wn, wp = w[order.neg], w[order.pos]
     cum_neg = np.zeros((wn.shape[0] + 1, w.shape[1]), w.dtype)
     np.cumsum(wn, axis=0, out=cum_neg[1:])
     cum_pos = np.zeros((wp.shape[0] + 1, w.shape[1]), w.dtype)
     np.cumsum(wp, axis=0, out=cum_pos[1:])
-    fp_incl = cum_neg[np.searchsorted(neg_key, pos_key, side="right")].astype(dtype)
-    fp_strict = cum_neg[np.searchsorted(neg_key, pos_key, side="left")].astype(dtype)
-    tp_incl = cum_pos[np.searchsorted(pos_key, pos_key, side="right")].astype(dtype)
+    fp_incl = cum_neg[order.fp_incl].astype(dtype)
+    fp_strict = cum_neg[order.fp_strict].astype(dtype)
+    tp_incl = cum_pos[order.tp_incl].astype(dtype)
     wp = wp.astype(dtype)
     n_pos, n_neg = cum_pos[-1].astype(np.float64), cum_neg[-1].astype(np.float64)
     with np.errstate(invalid="ignore", divide="ignore"):
@@ -362,6 +386,8 @@ def score_panel(panel: TaskPanel, n_boot: int = DEFAULT_REPLICATES,
             for s in range(n_s):
                 for m, val in task_metrics(kinds[t], panel.y[t], panel.pred[v][t][s]).items():
                     point[v][m][s, t] = val[0]
+    orders = {(t, v, s): _rank_order(panel.y[t] > 0, panel.pred[v][t][s]) for t in range(n_t)
+              if kinds[t] == "classification" for v in panel.variants for s in range(n_s)}
     for start in range(0, n_boot, _CHUNK):
         size = min(_CHUNK, n_boot - start)
         counts = rng.multinomial(n_c, np.full(n_c, 1.0 / n_c), size=size) if n_c else np.zeros((size, 0))
@@ -370,7 +396,11 @@ def score_panel(panel: TaskPanel, n_boot: int = DEFAULT_REPLICATES,
             w = columns[panel.pos[t]]
             for v in panel.variants:
                 for s in range(n_s):
-                    for m, val in _task_metrics_columns(kinds[t], panel.y[t], panel.pred[v][t][s], w).items():
+                    if kinds[t] == "classification":
+                        values = _ranking_apply(orders[(t, v, s)], w)
+                    else:
+                        values = _task_metrics_columns(kinds[t], panel.y[t], panel.pred[v][t][s], w)
+                    for m, val in values.items():
                         boot[v][m][s, start:start + size, t] = val
     return PanelScores(panel=panel, point=point, boot=boot)
 
