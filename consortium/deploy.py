@@ -39,6 +39,8 @@ def check_port_free(host: str, port: int) -> None:
     """Fail before starting anything when the port is taken (e.g. by a consortium that is still running)."""
     bind = "" if host in ("0.0.0.0", "::", "") else host
     with socket.socket(socket.AF_INET6 if ":" in bind else socket.AF_INET, socket.SOCK_STREAM) as s:
+        # As the SuperLink binds: connections of a previous run in TIME_WAIT do not count, a listener does.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             s.bind((bind, int(port)))
         except OSError as exc:

@@ -20,13 +20,16 @@ ACTIVE_STATES = ("starting", "waiting for partners", "running")
 
 
 def process_start(pid: int) -> str | None:
-    """The kernel's start time of `pid` (clock ticks since boot, from /proc), None if unknown or gone."""
+    """The kernel's start time of `pid` (clock ticks since boot, from /proc); None if unknown, gone or a zombie."""
     try:
         stat = Path(f"/proc/{int(pid)}/stat").read_text()
     except OSError:
         return None
-    # Field 22 (starttime), counted after the parenthesised command name, which may hold spaces.
-    return stat.rsplit(")", 1)[1].split()[19]
+    # Fields after the parenthesised command name (which may hold spaces): state is field 3, starttime 22.
+    fields = stat.rsplit(")", 1)[1].split()
+    if fields[0] in ("Z", "X"):  # dead, not yet reaped by its parent
+        return None
+    return fields[19]
 
 
 def writer_identity() -> dict[str, Any]:
