@@ -98,7 +98,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
             continue
         scores = stats.score_panel(panel, n_boot, rngs[2 * i])
         all_scores.append(scores)
-        summary = stats.summarize(stats.pooled_from(scores), rngs[2 * i + 1])
+        summary = stats.summarize(stats.score_set(scores), rngs[2 * i + 1])
         delong = {}
         for a, b in stats.PAIRS:
             if a in panel.variants and b in panel.variants:

@@ -440,8 +440,8 @@ def _quiet() -> Iterator[None]:
 
 
 @dataclass
-class Pooled:
-    """Several partners' scores side by side (tasks concatenated), for consortium-level statistics."""
+class ScoreSet:
+    """One partner's scores, or several partners' side by side (tasks concatenated) for the consortium level."""
 
     point: dict[str, dict[str, np.ndarray]]
     boot: dict[str, dict[str, np.ndarray]]
@@ -451,17 +451,18 @@ class Pooled:
     n_boot: int
 
 
-def combine(scores: Sequence[PanelScores]) -> Pooled:
+def combine(scores: Sequence[PanelScores]) -> ScoreSet:
     """Concatenate the task axes of partners scored with the same seeds and replicate count."""
     variants = [v for v in VARIANTS if all(v in s.point for s in scores)]
     n_boot = scores[0].boot[variants[0]][METRICS[0]].shape[1]
     point = {v: {m: np.concatenate([s.point[v][m] for s in scores], axis=-1) for m in METRICS} for v in variants}
     boot = {v: {m: np.concatenate([s.boot[v][m] for s in scores], axis=-1) for m in METRICS} for v in variants}
     kinds = np.concatenate([s.panel.tasks["kind"].to_numpy(dtype=object) for s in scores])
-    return Pooled(point, boot, kinds, variants, len(scores[0].panel.seeds), n_boot)
+    return ScoreSet(point, boot, kinds, variants, len(scores[0].panel.seeds), n_boot)
 
 
-def pooled_from(scores: PanelScores) -> Pooled:
+def score_set(scores: PanelScores) -> ScoreSet:
+    """One partner's scores as a `ScoreSet`."""
     return combine([scores])
 
 
@@ -475,20 +476,20 @@ def _clean(x: float) -> float | None:
     return None if math.isnan(x) else x
 
 
-def summarize(pooled: Pooled, rng: np.random.Generator | None = None) -> dict[str, Any]:
+def summarize(scores: ScoreSet, rng: np.random.Generator | None = None) -> dict[str, Any]:
     """Per variant the mean metric, per pair every delta statistic, each with its bootstrap interval.
 
     Point estimates: the statistic over all tasks per seed, averaged over seeds. Replicate b: compound draw b
     (already in `boot`), tasks drawn with replacement, seeds drawn with replacement, the statistic per drawn seed
-    averaged. Regression tasks count for R² only, classification tasks for the three classification metrics.
+    averaged. Regression tasks count for R² and Pearson r, classification tasks for the three ranking metrics.
     """
     rng = rng or np.random.default_rng(1)
-    n_s, n_b = pooled.n_seeds, pooled.n_boot
+    n_s, n_b = scores.n_seeds, scores.n_boot
     seed_draw = rng.integers(0, n_s, size=(n_b, n_s))
     out: dict[str, Any] = {"variants": {}, "pairs": {}, "n_tasks": {}}
     task_draws = {}
     for m in METRICS:
-        idx = np.flatnonzero(pooled.kinds == METRIC_KIND[m])
+        idx = np.flatnonzero(scores.kinds == METRIC_KIND[m])
         out["n_tasks"][m] = int(idx.size)
         task_draws[m] = idx[rng.integers(0, idx.size, size=(n_b, idx.size))] if idx.size else None
 
@@ -502,26 +503,26 @@ def summarize(pooled: Pooled, rng: np.random.Generator | None = None) -> dict[st
         with _quiet():
             return np.nanmean(stat[seed_draw, np.arange(n_b)[:, None]], axis=1)
 
-    for v in pooled.variants:
+    for v in scores.variants:
         out["variants"][v] = {}
         for m in METRICS:
             if task_draws[m] is None:
                 continue
-            idx = np.flatnonzero(pooled.kinds == METRIC_KIND[m])
+            idx = np.flatnonzero(scores.kinds == METRIC_KIND[m])
             with _quiet():
-                est = np.nanmean(np.nanmean(pooled.point[v][m][:, idx], axis=-1))
-                rep = seed_avg(np.nanmean(reps(pooled.boot[v][m], m), axis=-1))
+                est = np.nanmean(np.nanmean(scores.point[v][m][:, idx], axis=-1))
+                rep = seed_avg(np.nanmean(reps(scores.boot[v][m], m), axis=-1))
             out["variants"][v][m] = _estimate(est, rep)
     for a, b in PAIRS:
-        if a not in pooled.variants or b not in pooled.variants:
+        if a not in scores.variants or b not in scores.variants:
             continue
         pair: dict[str, Any] = {}
         for m in METRICS:
             if task_draws[m] is None:
                 continue
-            idx = np.flatnonzero(pooled.kinds == METRIC_KIND[m])
-            point = _over_tasks(pooled.point[a][m][:, idx], pooled.point[b][m][:, idx])
-            boot = _over_tasks(reps(pooled.boot[a][m], m), reps(pooled.boot[b][m], m))
+            idx = np.flatnonzero(scores.kinds == METRIC_KIND[m])
+            point = _over_tasks(scores.point[a][m][:, idx], scores.point[b][m][:, idx])
+            boot = _over_tasks(reps(scores.boot[a][m], m), reps(scores.boot[b][m], m))
             with _quiet():
                 pair[m] = {k: _estimate(np.nanmean(point[k]), seed_avg(boot[k]))
                            for k in ("mean_delta", "median_delta", "share_improved", "relative_improvement")}

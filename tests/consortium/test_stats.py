@@ -171,7 +171,7 @@ def test_by_adjustment_equals_scipy_and_the_formula():
 
 
 # ---- bootstrap --------------------------------------------------------------------------------------------
-def _pooled_from_task_values(single: np.ndarray, fed: np.ndarray, n_boot: int) -> stats.Pooled:
+def _pooled_from_task_values(single: np.ndarray, fed: np.ndarray, n_boot: int) -> stats.ScoreSet:
     """Per-task metric values without compound-level noise (every compound draw gives the same value)."""
     def arrays(v):
         point = {m: np.full((1, v.size), np.nan) for m in stats.METRICS}
@@ -181,7 +181,7 @@ def _pooled_from_task_values(single: np.ndarray, fed: np.ndarray, n_boot: int) -
 
     ps, bs = arrays(single)
     pf, bf = arrays(fed)
-    return stats.Pooled(point={"single": ps, "federated": pf}, boot={"single": bs, "federated": bf},
+    return stats.ScoreSet(point={"single": ps, "federated": pf}, boot={"single": bs, "federated": bf},
                         kinds=np.array(["classification"] * single.size, dtype=object),
                         variants=["single", "federated"], n_seeds=1, n_boot=n_boot)
 
@@ -225,7 +225,7 @@ def _panel(n_rows=300, n_tasks=4, seeds=(0, 1), same=False, rng=None) -> stats.T
 
 def test_identical_models_give_a_zero_width_interval_because_the_resampling_is_paired():
     scores = stats.score_panel(_panel(same=True), 200, np.random.default_rng(0))
-    r = stats.summarize(stats.pooled_from(scores))
+    r = stats.summarize(stats.score_set(scores))
     d = r["pairs"]["federated-single"]["auc_pr"]["mean_delta"]
     assert d == {"estimate": 0.0, "low": 0.0, "high": 0.0}
 
@@ -243,7 +243,7 @@ def test_compound_bootstrap_spread_of_one_auc_matches_delongs_standard_error():
 def test_point_estimates_are_seed_averages_of_the_direct_computation():
     panel = _panel(seeds=(0, 1, 2))
     scores = stats.score_panel(panel, 100, np.random.default_rng(0))
-    r = stats.summarize(stats.pooled_from(scores))
+    r = stats.summarize(stats.score_set(scores))
     per_seed = []
     for s in range(3):
         d = [average_precision_score(panel.y[t], panel.pred["federated"][t][s])
