@@ -41,6 +41,7 @@ class PartnerClient(NumPyClient):
         own = self.partner.cfg.reference_hash
         check_reference(own, config.get(REFERENCE_KEY), self.partner.cfg.name)  # before any training
         arrays, n_train, loss = self.partner.fit_round(parameters, config)
+        check_clipping_range(arrays, self.partner.plan)
         metrics: dict[str, Scalar] = {"loss": loss}
         if own:
             metrics[REFERENCE_KEY] = own  # proves plan + key + kit agree; reveals neither
@@ -50,6 +51,18 @@ class PartnerClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Scalar]]:
         loss, n = self.partner.finish(parameters, config)
         return float(loss), n, {}
+
+
+def check_clipping_range(arrays: list[np.ndarray], plan: Plan) -> None:
+    """Under SecAgg+, refuse to send a trunk Flower would clip silently (values beyond the plan's range)."""
+    fed = plan.federation
+    if not fed.secure_aggregation or not arrays:
+        return
+    largest = max(float(np.max(np.abs(a))) for a in arrays)
+    if not largest <= fed.secagg_clipping_range:
+        raise PlanMismatch(f"your trunk holds values up to {largest:.4g}, beyond federation.secagg_clipping_range "
+                           f"= {fed.secagg_clipping_range:g}: secure aggregation would clip them silently and "
+                           "corrupt the average; the consortium must raise the range in the plan")
 
 
 def check_reference(own: str, consortium: object, name: str) -> None:

@@ -91,3 +91,21 @@ def test_wire_audit_records_keys_types_and_sizes_of_every_outgoing_message(fed_w
         assert entry["configs"]["fitres.metrics"] == {"loss": {"type": "float"},
                                                       "reference_hash": {"type": "str", "size": 64}}
     assert "AUC" not in audit.read_text() and "smiles" not in audit.read_text().lower()
+
+
+def test_a_secure_aggregation_partner_never_sends_values_flower_would_clip():
+    import numpy as np
+    from pk_helpers import small_plan
+
+    from consortium.plan import FederationSpec
+    from partner_kit.client_app import check_clipping_range
+    from partner_kit.federated import PlanMismatch
+
+    plan = dataclasses.replace(small_plan(), federation=FederationSpec(secure_aggregation=True,
+                                                                       secagg_clipping_range=2.0))
+    check_clipping_range([np.full(3, 1.99, np.float32), np.full(2, -2.0, np.float32)], plan)
+    with pytest.raises(PlanMismatch, match="beyond federation.secagg_clipping_range = 2"):
+        check_clipping_range([np.zeros(3, np.float32), np.array([0.0, -2.5], np.float32)], plan)
+    with pytest.raises(PlanMismatch, match="clip"):
+        check_clipping_range([np.array([np.nan], np.float32)], plan)
+    check_clipping_range([np.full(3, 50.0, np.float32)], small_plan())  # plain FedAvg: no clipping to fear
