@@ -77,6 +77,7 @@ def api_error(message: str, status: int = 400) -> tuple[Response, int]:
 
 def create_app(predictor: Predictor) -> Flask:
     app = Flask(__name__)
+    app.json.sort_keys = False  # API rows keep the CSV's column order (and 8,000 keys encode faster unsorted)
     app.config["MAX_CONTENT_LENGTH"] = MAX_UPLOAD_BYTES
 
     def page(**context: Any) -> str:

@@ -16,6 +16,7 @@ from partner_kit.conformal import (
     calibrate,
     calibrate_model_dir,
     evaluate,
+    prediction_set_matrix,
     prediction_sets,
 )
 from partner_kit.model_outputs import predict_fold
@@ -114,3 +115,23 @@ def test_a_trained_model_is_valid_on_its_test_fold(tmp_path):
     assert metrics["test_per_task"][0]["conformal_validity"] == per_task[0]["validity"]
     assert metrics["test_per_task"][1]["conformal_efficiency"] == per_task[2]["efficiency"]
     assert ConformalModel.load(tmp_path).tasks.keys() == {0, 1, 2}
+
+
+def test_many_tasks_at_once_equal_one_task_at_a_time():
+    rng = np.random.default_rng(3)
+    tasks = make_tasks(4, 0)
+    frames = [long_frame(t, "classification", (rng.random(n) < 0.3).astype(float), rng.random(n))
+              for t, n in ((0, 50), (1, 7), (3, 120))]  # task 2 has no calibration data at all
+    frames.append(long_frame(1, "classification", np.zeros(3), rng.random(3)))
+    model = calibrate(pd.concat(frames), tasks)
+    prob = np.concatenate([rng.random((6, 4)), np.array([[0.0, 1.0, 0.5, model.tasks[0]["scores"]["active"][0]]])])
+    p0, p1 = model.p_value_matrix([0, 1, 2, 3], prob)
+    for j in range(4):
+        q0, q1 = model.p_values(j, prob[:, j])
+        np.testing.assert_array_equal(p0[:, j], q0)
+        np.testing.assert_array_equal(p1[:, j], q1)
+    assert np.isnan(p0[:, 2]).all()
+    names = prediction_set_matrix(p0, p1, 0.2)
+    assert names.shape == (7, 4) and names[:, 2].tolist() == [""] * 7
+    assert [names[i, j] for i in range(7) for j in (0, 1, 3)] == [
+        prediction_sets(p0[i:i + 1, j], p1[i:i + 1, j], 0.2)[0] for i in range(7) for j in (0, 1, 3)]
