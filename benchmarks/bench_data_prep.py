@@ -114,7 +114,7 @@ def featurize_pipeline(smiles: list[str], config: PrepConfig, cache: Path | bool
     records = compute_records(smiles, config, n_jobs=jobs, cache_dir=cache, progress=False, stats=stats)
     ok = [r for r in records if r.ok]
     keyed_csr([r.indices() for r in ok], [r.counts() for r in ok], config.fingerprint, KEY)
-    [assign_fold(KEY, r.scaffold, r.smiles, config.folds.n_folds) for r in ok]
+    [assign_fold(KEY, r.fold_scaffold(config.folds.method), r.smiles, config.folds.n_folds) for r in ok]
     return stats
 
 
