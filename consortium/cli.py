@@ -168,9 +168,9 @@ def serve(
 
     signal.signal(signal.SIGTERM, stop)
     consortium = start_consortium(out, port=port, host=host, tls=tls)
-    mode = "INSECURE (loopback only)" if insecure else (
-        f"TLS, node authentication ({len(admitted)} admitted)" if node_auth else "TLS, no node authentication")
-    console.print(f"SuperLink on {host}:{port} [{mode}]; partners join with "
+    mode = "INSECURE, loopback only" if insecure else (
+        f"TLS, node authentication, {len(admitted)} admitted" if node_auth else "TLS, no node authentication")
+    console.print(f"SuperLink on {host}:{port} ({mode}); partners join with "
                   f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`",
                   highlight=False)
     try:

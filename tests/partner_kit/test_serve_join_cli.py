@@ -25,25 +25,39 @@ def _env(flwr_home: Path) -> dict[str, str]:
     return env
 
 
+def _run(*args, cwd: Path) -> str:
+    proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, cwd=cwd)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return proc.stdout
+
+
 @pytest.mark.slow
 def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_path):
+    """The README's commands, TLS and node authentication (the default), relative certificate paths."""
     fed = make_federation(tmp_path, rounds=1)
     port, run = free_port(), tmp_path / "run"
+    _run(BIN / "consortium", "certs", "--out", "certs", cwd=tmp_path)
+    for name in fed.partners():
+        _run(BIN / "partner-kit", "keygen", "--out", f"nodes/{name}.key", cwd=tmp_path)
+        _run(BIN / "consortium", "admit", f"nodes/{name}.key.pub", "--out", "run", cwd=tmp_path)
     serve = subprocess.Popen(
-        [BIN / "consortium", "serve", "--plan", fed.plan_path, "--out", run, "--port", str(port), "--host",
-         "127.0.0.1", "--insecure", "--timeout", "300"],
+        [BIN / "consortium", "serve", "--plan", fed.plan_path, "--out", "run", "--port", str(port), "--certs",
+         "certs", "--timeout", "300"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / "flwr-serve"),
-        start_new_session=True)
+        start_new_session=True, cwd=tmp_path)
     joins = {}
     fed.reference_hashes()  # as `join --key` leaves it in each model dir (the reference set standardized once)
     try:
+        first = serve.stdout.readline() + serve.stdout.readline()  # keys are registered before this: join now
+        assert "SuperLink on 0.0.0.0:" in first and "TLS, node authentication, 3 admitted" in first, first
         for name, cfg in fed.partners().items():
             joins[name] = subprocess.Popen(
                 [BIN / "partner-kit", "join", "--plan", cfg.plan, "--prepared", cfg.prepared, "--model", cfg.model,
-                 "--superlink", f"127.0.0.1:{port}", "--name", name, "--insecure", "--threads", "1",
+                 "--superlink", f"127.0.0.1:{port}", "--name", name, "--root-certificates", "certs/ca.crt",
+                 "--node-key", f"nodes/{name}.key", "--threads", "1",
                  *(["--key", str(tmp_path / "secret.key")] if name == "A" else [])],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / f"flwr-{name}"),
-                start_new_session=True)
+                start_new_session=True, cwd=tmp_path)
         out, _ = serve.communicate(timeout=400)
         assert serve.returncode == 0, out
         assert "finished: 1 rounds" in out and "Traceback" not in out
