@@ -175,7 +175,7 @@ def serve(
                   highlight=False)
     try:
         result = run_deployed(consortium, plan_path, out, rounds=total, resume=resume, timeout=timeout,
-                              on_status=_print_status)
+                              on_status=_print_status, on_log=_print_refused_node)
     except (RuntimeError, TimeoutError) as exc:
         raise InputError(f"{exc}") from None
     except KeyboardInterrupt:
@@ -234,6 +234,13 @@ def admit(
     shutil.copyfile(public_key, target)
     console.print(f"admitted {stem} ({target}); registered with the SuperLink when `consortium serve --out {out}` "
                   "starts", highlight=False)
+
+
+def _print_refused_node(line: str) -> None:
+    import re
+
+    reason = re.sub(r"\x1b\[[0-9;]*m", "", line).split("exception:")[-1].strip()
+    console.print(f"  refused a node: {reason} (admit its key with `consortium admit`)", highlight=False)
 
 
 def _print_status(status: dict) -> None:

@@ -221,13 +221,42 @@ def run_info(flwr_home: Path, run_id: int, timeout: float = 60.0) -> dict[str, A
     return runs[0] if runs else {}
 
 
+class LogFollower:
+    """New lines of a log file since the last call, for the lines the operator must see (refused nodes)."""
+
+    MARKS = ("ApiError",)  # Flower's SuperLink logs a refused node activation as "[/v1/fleet/...][ApiError:..."
+
+    def __init__(self, path: Path) -> None:
+        self.path, self.offset = Path(path), 0
+
+    def new_marked(self) -> list[str]:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return []
+        end = data.rfind(b"\n") + 1  # only whole lines
+        self.offset += end
+        lines = data[:end].decode(errors="replace").splitlines()
+        return [line for line in lines if any(m in line for m in self.MARKS)]
+
+
 def wait_for_run(flwr_home: Path, run_id: int, run_dir: Path, timeout: float,
-                 on_status: Callable[[dict[str, Any]], None] | None = None, poll: float = 0.5) -> dict[str, Any]:
-    """Block until the Flower run finishes; returns `flwr ls` info plus our status.json."""
+                 on_status: Callable[[dict[str, Any]], None] | None = None, poll: float = 0.5,
+                 on_log: Callable[[str], None] | None = None, log: Path | None = None) -> dict[str, Any]:
+    """Block until the Flower run finishes; returns `flwr ls` info plus our status.json.
+
+    `on_log` gets each SuperLink log line reporting a refused node (unknown key, not registered).
+    """
     deadline = time.monotonic() + timeout
     last: dict[str, Any] = {}
     asked = 0.0
+    follower = LogFollower(log) if log is not None and on_log is not None else None
     while time.monotonic() < deadline:
+        if follower is not None:
+            for line in follower.new_marked():
+                on_log(line)  # type: ignore[misc]
         status = read_status(run_dir)
         if on_status is not None and status != last:
             on_status(status)
@@ -284,14 +313,15 @@ def register_node(flwr_home: Path, public_key: Path, timeout: float = 60.0) -> i
 
 
 def run_deployed(consortium: Consortium, plan_path: Path, run_dir: Path, *, rounds: int = 0, resume: bool = False,
-                 timeout: float = 3600.0, on_status: Callable[[dict[str, Any]], None] | None = None
-                 ) -> dict[str, Any]:
+                 timeout: float = 3600.0, on_status: Callable[[dict[str, Any]], None] | None = None,
+                 on_log: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Submit the federation to a started consortium node and wait for it; raises if the run failed."""
     run_dir = Path(run_dir).resolve()
     app = write_flower_app(run_dir, {"plan": str(Path(plan_path).resolve()), "run-dir": str(run_dir),
                                      "rounds": int(rounds), "resume": bool(resume)})
     run_id = submit_run(app, consortium.flwr_home)
-    result = wait_for_run(consortium.flwr_home, run_id, run_dir, timeout, on_status)
+    result = wait_for_run(consortium.flwr_home, run_id, run_dir, timeout, on_status, on_log=on_log,
+                          log=consortium.superlink.log)
     result["run_id"] = run_id
     flower_status = str(result["flower"].get("status"))
     if flower_status != "finished:completed" or result["status"].get("state") != "finished":

@@ -40,6 +40,7 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
     for name in fed.partners():
         _run(BIN / "partner-kit", "keygen", "--out", f"nodes/{name}.key", cwd=tmp_path)
         _run(BIN / "consortium", "admit", f"nodes/{name}.key.pub", "--out", "run", cwd=tmp_path)
+    _run(BIN / "partner-kit", "keygen", "--out", "nodes/X.key", cwd=tmp_path)  # a stranger: never admitted
     serve = subprocess.Popen(
         [BIN / "consortium", "serve", "--plan", fed.plan_path, "--out", "run", "--port", str(port), "--certs",
          "certs", "--timeout", "300"],
@@ -50,7 +51,8 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
     try:
         first = serve.stdout.readline() + serve.stdout.readline()  # keys are registered before this: join now
         assert "SuperLink on 0.0.0.0:" in first and "TLS, node authentication, 3 admitted" in first, first
-        for name, cfg in fed.partners().items():
+        partners = {**fed.partners(), "X": fed.partners()["A"]}  # X: A's files, an unadmitted node key
+        for name, cfg in partners.items():
             joins[name] = subprocess.Popen(
                 [BIN / "partner-kit", "join", "--plan", cfg.plan, "--prepared", cfg.prepared, "--model", cfg.model,
                  "--superlink", f"127.0.0.1:{port}", "--name", name, "--root-certificates", "certs/ca.crt",
@@ -68,6 +70,9 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
         for name, proc in joins.items():
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the partner leaves and stops its SuperNode
             outputs[name] = proc.communicate(timeout=60)[0]
+    stranger = outputs.pop("X")
+    assert joins["X"].returncode == 1 and "error: the consortium refused this node" in stranger, stranger
+    assert "refused a node: No SuperNode found with the given public key" in out  # the operator sees it too
     for name, text in outputs.items():
         assert joins[name].returncode == 0, text
         assert "plan" in text and "left the federation" in text and "Traceback" not in text
