@@ -110,7 +110,7 @@ def create_app(predictor: Predictor) -> Flask:
         rows = result.records(PAGE_LIMIT)
         pictures = [molecule_svg(row["standardized_smiles"]) for row in rows]
         return page(result=result, rows=rows, pictures=pictures, text=text, truncated=len(result) > PAGE_LIMIT,
-                    csv=result.table.to_csv(index=False))
+                    csv=result.table.to_csv(index=False) if len(result) <= PAGE_LIMIT else None)
 
     @app.post("/predict.csv")
     def predict_csv() -> Response:

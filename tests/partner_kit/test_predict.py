@@ -298,3 +298,14 @@ def test_api_answers_any_body_with_json_and_never_a_server_error(client, body):
         reply = client.post(path, data=body, content_type="application/json")
         assert reply.status_code in (200, 400), (path, body, reply.status_code)
         assert reply.is_json and (reply.status_code == 200 or reply.json["error"])
+
+
+def test_a_long_result_shows_its_first_rows_and_points_to_the_csv(client, monkeypatch):
+    import partner_kit.web as web
+
+    monkeypatch.setattr(web, "PAGE_LIMIT", 2)
+    html = client.post("/", data={"smiles": f"{ASPIRIN}\nCCO\nCCN"}).get_data(as_text=True)
+    assert html.count("<tr data-row=") == 2 and "3 molecules; showing the first 2" in html
+    assert 'id="download"' not in html and 'id="csv"' not in html
+    short = client.post("/", data={"smiles": ASPIRIN}).get_data(as_text=True)
+    assert 'id="download"' in short and 'id="csv"' in short
