@@ -6,6 +6,8 @@ For 3 toxcast-6 partners prepared with one plan, runs the same rounds
   3. deployed: the same with `partner-kit join`'s default warm executor (ClientApp processes forked from an
      already-imported parent, `partner_kit.warm_exec`)
   4. deployed-secagg: 3 with SecAgg+ (4 round trips per round + an example-count probe before round 1)
+  5. deployed-tls: 3 over TLS with Flower's node authentication (`consortium certs` / `keygen` / `admit`),
+     the consortium's default; its overhead is the TLS handshake and encryption of every message
 and prints per round: wall time (median over rounds), the slowest partner's own compute (training + selection
 scoring, measured inside the partner: `model/federated/rounds.jsonl`), their ratio against the issue's target
 (deployed <= 1.2 x slowest partner + 5 s; SecAgg+ <= 2 x plain) and the bytes each partner sends/receives per
@@ -35,19 +37,21 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from consortium.deploy import free_port, run_deployed, start_consortium  # noqa: E402
+from consortium.certs import make_certs, make_node_keys  # noqa: E402
+from consortium.deploy import ADMITTED_DIR, TlsOptions, free_port, run_deployed, start_consortium  # noqa: E402
 from consortium.embedded import run_embedded  # noqa: E402
 from consortium.plan import FederationSpec, Plan, TrainingSpec, TrunkSpec, trunk_shapes  # noqa: E402
 from consortium.server_app import RunSettings  # noqa: E402
 from data_prep.config import FingerprintConfig, PrepConfig  # noqa: E402
 from data_prep.key import generate_key  # noqa: E402
+from data_prep.reference import reference_hash  # noqa: E402
 from partner_kit.client_app import app as partner_app  # noqa: E402
 from partner_kit.federated import ROUNDS_LOG, PartnerConfig  # noqa: E402
 from partner_kit.join import start_supernode  # noqa: E402
 from partner_kit.simulation import prepared_dir_for  # noqa: E402
 
 SHARED = ROOT / ".." / "shared" / "data" / "consortia" / "toxcast-6"
-MODES = ("embedded", "deployed-cold", "deployed", "deployed-secagg")
+MODES = ("embedded", "deployed-cold", "deployed", "deployed-secagg", "deployed-tls")
 
 
 def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
@@ -60,10 +64,12 @@ def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
     return [max(per_round[r]) for r in range(1, rounds + 1)]
 
 
-def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], work: Path, rounds: int) -> dict:
+def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], work: Path, rounds: int,
+             reference: str = "") -> dict:
     run_dir = work / mode
-    configs = {n: PartnerConfig(plan=plan_path, prepared=p, model=work / f"models-{mode}" / n, name=n)
-               for n, p in prepared.items()}
+    # Deployed, the consortium admits only partners that report the reference hash of plan + key + kit.
+    configs = {n: PartnerConfig(plan=plan_path, prepared=p, model=work / f"models-{mode}" / n, name=n,
+                                reference_hash=reference) for n, p in prepared.items()}
     t0 = time.perf_counter()
     if mode == "embedded":
         status, grid = run_embedded(RunSettings(plan=plan, run_dir=run_dir, rounds=rounds, mode="embedded"),
@@ -72,7 +78,16 @@ def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], 
         sent = statistics.mean(grid.bytes_out[ids[n]] for n in configs) / rounds
         received = statistics.mean(grid.bytes_in[ids[n]] for n in configs) / rounds
     else:
-        consortium = start_consortium(run_dir, flwr_home=work / "flwr" / mode)
+        tls, node_keys = TlsOptions(), {}
+        if mode == "deployed-tls":
+            certs = make_certs(work / "certs", ["127.0.0.1"], force=True)
+            tls = TlsOptions(insecure=False, ca_certfile=certs.ca_cert, certfile=certs.server_cert,
+                             keyfile=certs.server_key)
+            (run_dir / ADMITTED_DIR).mkdir(parents=True, exist_ok=True)
+            for n in configs:
+                node_keys[n], public = make_node_keys(work / "nodes" / f"{n}.key", force=True)
+                (run_dir / ADMITTED_DIR / f"{n}.pub").write_bytes(public.read_bytes())
+        consortium = start_consortium(run_dir, flwr_home=work / "flwr" / mode, tls=tls)
         # The partners share this machine: each gets its share of the cores, as on machines of their own.
         threads = max(1, (os.cpu_count() or 1) // len(configs))
         nodes = []
@@ -80,7 +95,8 @@ def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], 
             for n, c in configs.items():
                 nodes.append(start_supernode(c, consortium.address, port=free_port(), log=run_dir / "logs" / f"{n}.log",
                                              flwr_home=work / "flwr" / f"{mode}-{n}", warm="cold" not in mode,
-                                             threads=threads))
+                                             threads=threads, insecure=tls.insecure,
+                                             root_certificates=tls.ca_certfile, node_key=node_keys.get(n)))
             result = run_deployed(consortium, plan_path, run_dir, rounds=rounds, timeout=3600)
         finally:
             for p in nodes:
@@ -126,7 +142,7 @@ def main() -> None:
         prepared[name], _ = prepared_dir_for(SHARED / name, plan, plan_path, key, work / "prepared" / name,
                                              progress=False)
     params = sum(int(__import__("math").prod(s)) for s in trunk_shapes(plan).values())
-    modes = [("embedded", plan), ("deployed-cold", plan), ("deployed", plan)]
+    modes = [("embedded", plan), ("deployed-cold", plan), ("deployed", plan), ("deployed-tls", plan)]
     if not args.skip_secagg:
         secagg = dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, secure_aggregation=True))
         modes.append(("deployed-secagg", secagg))
@@ -140,7 +156,8 @@ def main() -> None:
         else:
             prep, p_path = prepared, plan_path
         print(f"running {mode} ...", flush=True)
-        results.append(run_mode(mode, p, p_path, prep, work, args.rounds))
+        reference = "" if mode == "embedded" else reference_hash(p_path, key)
+        results.append(run_mode(mode, p, p_path, prep, work, args.rounds, reference))
 
     load = os.getloadavg()
     print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
@@ -164,6 +181,9 @@ def main() -> None:
         elif r["mode"] == "deployed":
             plain = med
             target, note = 1.2 * slow + 5.0, "(partner-kit join default: warm fork per message)"
+        elif r["mode"] == "deployed-tls":
+            target = None
+            note = f"(TLS + node auth: {med / plain:.2f} x plain)" if plain else "(TLS + node auth)"
         else:
             target, note = 2.0 * (plain or med), "(target: 2 x plain deployed)"
         ratio = f"{med / target:.2f}" if target else "-"

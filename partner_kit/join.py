@@ -253,26 +253,53 @@ def join_command(
                   f"({'INSECURE' if insecure else 'TLS'}{', node key' if node_key else ''}; Ctrl-C to leave)",
                   highlight=False)
     started = time.time()
-    read_fd, write_fd = os.pipe()  # the SuperNode's output, echoed here and scanned for Flower's refusal
-    try:
-        proc = start_supernode(cfg, superlink, port=port, insecure=insecure, root_certificates=root_certificates,
-                               warm=warm, threads=threads, node_key=node_key, audit_log=audit_log, output=write_fd)
-    finally:
-        os.close(write_fd)
-    echo = OutputEcho(read_fd)
 
     def leave(signum: int, frame: object) -> None:
         raise KeyboardInterrupt
 
     signal.signal(signal.SIGINT, leave)   # also when started in the background (SIGINT ignored by default)
     signal.signal(signal.SIGTERM, leave)
+    for attempt in range(1, REFUSED_ATTEMPTS + 1):
+        code, left, refused = _run_supernode(cfg, superlink, port=port, insecure=insecure,
+                                             root_certificates=root_certificates, warm=warm, threads=threads,
+                                             node_key=node_key, audit_log=audit_log)
+        if not refused or left or attempt == REFUSED_ATTEMPTS:
+            break
+        # A SuperLink that just started may still be registering the admitted keys: ask again shortly.
+        console.print(f"{name}: refused by the consortium (attempt {attempt} of {REFUSED_ATTEMPTS}); trying again "
+                      f"in {REFUSED_RETRY_S:.0f} s", highlight=False)
+        try:
+            time.sleep(REFUSED_RETRY_S)
+        except KeyboardInterrupt:
+            left = True
+            break
+    ok, message = outcome(cfg, started, code, left, refused=refused)
+    console.print(f"{name}: {message}", highlight=False)
+    if not ok:
+        raise typer.Exit(code=1)
+
+
+REFUSED_ATTEMPTS, REFUSED_RETRY_S = 3, 10.0
+
+
+def _run_supernode(cfg: PartnerConfig, superlink: str, **options: Any) -> tuple[int | None, bool, bool]:
+    """Run the SuperNode (and its executor) until it stops or this process is told to leave.
+
+    Returns (exit code, whether we left on Ctrl-C / SIGTERM, whether Flower refused the node). Whatever ends
+    it, the SuperNode's whole process group is stopped before this returns.
+    """
+    read_fd, write_fd = os.pipe()  # the SuperNode's output, echoed here and scanned for Flower's refusal
+    try:
+        proc = start_supernode(cfg, superlink, output=write_fd, **options)
+    finally:
+        os.close(write_fd)
+    echo = OutputEcho(read_fd)
     left = False
     try:
         code = proc.wait()
     except KeyboardInterrupt:
-        left = True
-        code = 0
-    finally:  # whatever ended it: the SuperNode, its executor and their ClientApps stop together
+        left, code = True, 0
+    finally:
         with contextlib.suppress(ProcessLookupError):
             os.killpg(proc.pid, signal.SIGTERM)
         try:
@@ -281,10 +308,7 @@ def join_command(
             with contextlib.suppress(ProcessLookupError):
                 os.killpg(proc.pid, signal.SIGKILL)
     echo.join(timeout=5)
-    ok, message = outcome(cfg, started, code, left, refused=echo.refused)
-    console.print(f"{name}: {message}", highlight=False)
-    if not ok:
-        raise typer.Exit(code=1)
+    return code, left, echo.refused
 
 
 #: What Flower's SuperNode prints when the SuperLink turns it away (unknown or missing node key).

@@ -109,3 +109,17 @@ def test_a_secure_aggregation_partner_never_sends_values_flower_would_clip():
     with pytest.raises(PlanMismatch, match="clip"):
         check_clipping_range([np.array([np.nan], np.float32)], plan)
     check_clipping_range([np.full(3, 50.0, np.float32)], small_plan())  # plain FedAvg: no clipping to fear
+
+
+def test_join_refuses_before_connecting_when_the_plan_names_another_reference_hash(fed_with_keys):
+    from consortium.plan import Plan
+    from partner_kit.join import with_reference_hash
+
+    fed, _, hashes = fed_with_keys
+    cfg = fed.partners()["A"]
+    plan = Plan.load(fed.plan_path)
+    assert with_reference_hash(cfg, plan, None).reference_hash == hashes["A"]  # from the model dir's cache
+    slotted = dataclasses.replace(plan, reference_hash=hashes["C"])  # the slot is outside the plan hash
+    assert slotted.hash == plan.hash
+    with pytest.raises(InputError, match="is not the plan's reference_hash"):
+        with_reference_hash(cfg, slotted, None)
