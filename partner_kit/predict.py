@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -119,6 +119,8 @@ class Prediction:
     columns: dict[str, Any]
     task_columns: list[str]
     x: sp.csr_matrix
+    #: the per-task columns again as 2-D blocks (names, molecules x names): `records` converts a block at once
+    blocks: list[tuple[list[str], np.ndarray]] = field(default_factory=list)
     _table: pd.DataFrame | None = None
 
     def __len__(self) -> int:
@@ -133,19 +135,17 @@ class Prediction:
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
         """Rows as dicts of Python values (NaN and ±inf as None), the first `limit` of them."""
         n = len(self) if limit is None else min(limit, len(self))
-        numeric = [k for k, v in self.columns.items() if isinstance(v, np.ndarray)]
-        block = np.column_stack([self.columns[k][:n] for k in numeric]).astype(np.float64) if numeric else \
-            np.zeros((n, 0))
-        values = block.astype(object)
-        values[~np.isfinite(block)] = None
-        by_row = values.tolist()  # one conversion for every numeric column (2,000 tasks: ~8,000 of them)
-        text = {k: list(v[:n]) for k, v in self.columns.items() if not isinstance(v, np.ndarray)}
-        out = []
-        for i in range(n):
-            row = dict(zip(numeric, by_row[i], strict=True))
-            row.update({k: v[i] for k, v in text.items()})
-            out.append({k: row[k] for k in self.columns})  # the columns' order
-        return out
+        rows: list[dict[str, Any]] = [{} for _ in range(n)]
+        covered: set[str] = set()
+        for names, block in self.blocks:  # one conversion per block (2,000 tasks: ~8,000 columns in 6 blocks)
+            for row, values in zip(rows, _python_values(block[:n]), strict=True):
+                row.update(zip(names, values, strict=True))
+            covered.update(names)
+        for name, column in self.columns.items():
+            if name not in covered:
+                for row, value in zip(rows, _python_values(np.asarray(column[:n], dtype=object)), strict=True):
+                    row[name] = value
+        return [{k: row[k] for k in self.columns} for row in rows]  # the columns' order
 
 
 class Predictor:
@@ -233,12 +233,15 @@ class Predictor:
         rounded = np.round(outputs, 4)
         for j, label in enumerate(self.labels):
             columns[label] = rounded[:, j]
+        blocks = [(list(self.labels), rounded)]
         if self.conformal is not None:
-            self._conformal_columns(columns, outputs, n_class)
-        return Prediction(columns=columns, task_columns=self.labels, x=x)
+            blocks += self._conformal_columns(columns, outputs, n_class)
+        return Prediction(columns=columns, task_columns=self.labels, x=x, blocks=blocks)
 
-    def _conformal_columns(self, columns: dict[str, Any], outputs: np.ndarray, n_class: int) -> None:
-        """Per task its conformal set and p-values (classification) or interval (regression), all tasks at once."""
+    def _conformal_columns(self, columns: dict[str, Any], outputs: np.ndarray,
+                           n_class: int) -> list[tuple[list[str], np.ndarray]]:
+        """Per task its conformal set and p-values (classification) or interval (regression), all tasks at once;
+        adds the columns and returns them as blocks."""
         labels = self.labels
         indices = [int(t.get("task_index", j)) for j, t in enumerate(self.tasks)]
         p0, p1 = self.conformal.p_value_matrix(indices[:n_class], outputs[:, :n_class])
@@ -253,6 +256,11 @@ class Predictor:
         for k, j in enumerate(range(n_class, len(labels))):
             columns[f"{labels[j]} low"] = low[:, k]
             columns[f"{labels[j]} high"] = high[:, k]
+        names = {suffix: [f"{label} {suffix}" for label in labels[:n_class]]
+                 for suffix in ("set", "p(active)", "p(inactive)")}
+        regr = {suffix: [f"{label} {suffix}" for label in labels[n_class:]] for suffix in ("low", "high")}
+        return [(names["set"], sets), (names["p(active)"], p1), (names["p(inactive)"], p0),
+                (regr["low"], low), (regr["high"], high)]
 
     # ---- one molecule in depth: why (atom contributions) and based on what (neighbours) -----------------
     def explainer(self):  # -> explain.Explainer
@@ -293,6 +301,21 @@ class Predictor:
         if self.training is not None:
             out["neighbours"] = self.training.neighbours(result.x[0], k)
         return out
+
+
+def _python_values(block: np.ndarray) -> list:
+    """A block's rows (or a column's values) as Python values, NaN and ±inf as None (JSON has neither)."""
+    if block.dtype.kind == "f":
+        values = block.astype(object)
+        values[~np.isfinite(block)] = None
+        return values.tolist()
+
+    def clean(v: Any) -> Any:
+        return None if isinstance(v, float) and not math.isfinite(v) else v
+
+    if block.ndim == 1:
+        return [clean(v) for v in block.tolist()]
+    return [[clean(v) for v in row] for row in block.tolist()]
 
 
 def parse_smiles_lines(text: str) -> Molecules:

@@ -12,11 +12,13 @@ Routes: `GET /` form; `POST /` result table; `POST /predict.csv` the same table 
 from __future__ import annotations
 
 import io
+import urllib.parse
 from functools import lru_cache
 from typing import Any
 
 import pandas as pd
 from flask import Flask, Response, jsonify, render_template, request
+from markupsafe import Markup, escape
 from werkzeug.exceptions import HTTPException
 
 from data_prep.errors import InputError
@@ -69,6 +71,33 @@ def parse_upload(name: str, payload: bytes) -> Molecules:
     if not molecules.smiles:
         raise InputError(f"{name} holds no molecules")
     return molecules
+
+
+def task_rows_html(detail: dict[str, Any]) -> Markup:
+    """The detail view's prediction rows, one per task, built here: Jinja's per-cell lookups cost ~150 ms for
+    2,000 tasks, this ~10 ms."""
+    query = urllib.parse.quote(detail["smiles"], safe="")
+    drawn = set(detail["map_positions"])
+
+    def number(value: Any, spec: str) -> str:
+        return "" if value is None else format(value, spec)
+
+    rows = []
+    for t in detail["tasks"]:
+        j, label = t["position"], escape(t["task"])
+        if t.get("set"):
+            call = f'<span class="set set-{t["set"]}">{t["set"]}</span>'
+        elif t.get("low") is not None:
+            call = f'[{number(t["low"], ".2f")}, {number(t.get("high"), ".2f")}]'
+        else:
+            call = "–"
+        link = (f'<a href="#map-{j}">map</a>' if j in drawn else
+                f'<a href="molecule?smiles={query}&amp;task={j}#map-{j}">show map</a>')
+        rows.append(f'<tr data-task="{label}"><td>{label}</td><td class="num prediction">'
+                    f'{number(t["prediction"], ".4f") or "–"}</td><td>{call}</td>'
+                    f'<td class="num">{number(t.get("p(active)"), "g")}</td>'
+                    f'<td class="num">{number(t.get("p(inactive)"), "g")}</td><td>{link}</td></tr>')
+    return Markup("\n".join(rows))
 
 
 def api_error(message: str, status: int = 400) -> tuple[Response, int]:
@@ -139,7 +168,7 @@ def create_app(predictor: Predictor) -> Flask:
         pictures = [molecule_svg(n.smiles) for n in detail["neighbours"] or []]
         return render_template("molecule.html", detail=detail, error=None, model=predictor.info,
                                picture=molecule_svg(detail["standardized_smiles"], 260), labels=predictor.labels,
-                               neighbour_pictures=pictures)
+                               neighbour_pictures=pictures, task_rows=task_rows_html(detail))
 
     @app.get("/molecule/map.png")
     def contribution_map() -> Response:
