@@ -1,0 +1,341 @@
+#!/usr/bin/env python3
+"""Every product stage at industrial size, each as its own child process, timed and peak-RSS'd (issue #11).
+
+On a partner made by `make_industrial_partner.py --n N` (or an existing T0/T1/T2 directory given by --input):
+  generate  the generator itself (seconds, peak RSS);
+  prepare   `data-prep prepare` cold (fresh cache): mol/s per core against the RDKit floor (ChargeParent +
+            Canonicalize, the same function `bench_data_prep.py` uses) measured in the same run on a sample of the
+            partner's SMILES, half before and half after the cold run, so load changes hit both alike; peak RSS;
+  warm      1 % of the cache forgotten (as `bench_data_prep.py` does), `prepare` again: speed-up over cold;
+  train     `partner-kit train` with the plan's trunk (default 32000 x [2000], 2 % batches) for --epochs
+            epochs: samples/s and seconds per epoch from metrics.json, peak RSS;
+  predict   `partner-kit predict` on the first --predict-n SMILES: mol/s (including start-up), peak RSS.
+The federated 3 x 300 k round and the real-SparseChem comparison are printed as "not run here" rows with what
+they need. Each child runs with OMP_NUM_THREADS=1 and `--jobs 1` / `--threads 1` unless --jobs says otherwise.
+
+    .venv/bin/python benchmarks/bench_scale.py --n 10000 [--stages prepare,warm,train,predict] [--markdown out.md]
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = Path(__file__).resolve().parent
+sys.path.insert(0, str(BENCH))
+sys.path.insert(0, str(ROOT))
+
+from machine_info import cpu_name, load_average  # noqa: E402
+
+BIN = Path(sys.executable).parent
+STAGES = ("generate", "prepare", "warm", "train", "predict")
+
+
+@dataclass
+class ChildRun:
+    """What one child process cost: wall seconds, peak RSS (MiB) of it and its workers, CPU seconds, stdout."""
+
+    seconds: float
+    peak_mb: float
+    cpu_s: float
+    stdout: str
+
+
+def run_child(argv: list[str], env_extra: dict[str, str] | None = None) -> ChildRun:
+    """Run `argv`, sampling the RSS of the child and its descendants every 50 ms; fail loudly on exit != 0."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", MKL_NUM_THREADS="1", **(env_extra or {}))
+    start = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    ps = psutil.Process(proc.pid)
+    peak = 0
+    done = threading.Event()
+
+    def sample() -> None:
+        nonlocal peak
+        while not done.is_set():
+            try:
+                procs = [ps, *ps.children(recursive=True)]
+                total = 0
+                for p in procs:
+                    with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
+                        total += p.memory_info().rss
+                peak = max(peak, total)
+            except psutil.Error:
+                pass
+            done.wait(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    out, err = proc.communicate()
+    seconds = time.perf_counter() - start
+    done.set()
+    thread.join()
+    if proc.returncode != 0:
+        raise SystemExit(f"error: {' '.join(map(str, argv[:3]))} … exited {proc.returncode}:\n{err[-2000:]}")
+    cpu = _reaped_cpu()  # psutil cannot read a reaped child's CPU time; getrusage can
+    return ChildRun(seconds, peak / 2**20, cpu, out)
+
+
+_last_cpu = [0.0]
+
+
+def _reaped_cpu() -> float:
+    """CPU seconds of reaped children since the previous call (getrusage accumulates over all of them)."""
+    import resource
+
+    ru = resource.getrusage(resource.RUSAGE_CHILDREN)
+    total = ru.ru_utime + ru.ru_stime
+    delta, _last_cpu[0] = total - _last_cpu[0], total
+    return delta
+
+
+def rdkit_floor(smiles: list[str]) -> tuple[float, float, int]:
+    """bench_data_prep's floor (ChargeParent + Canonicalize on pre-parsed molecules): wall seconds, CPU seconds
+    of this process for it (load-proof on a shared machine; its parsing step measured apart and taken off), count."""
+    from bench_data_prep import floor
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    cpu = time.process_time()
+    [Chem.MolFromSmiles(s) for s in smiles]  # floor() parses first: take that CPU time off again
+    parse_cpu = time.process_time() - cpu
+    cpu = time.process_time()
+    seconds, n = floor(smiles)
+    return seconds, max(time.process_time() - cpu - parse_cpu, 1e-9), n
+
+
+def t2_smiles(input_dir: Path) -> list[str]:
+    import pandas as pd
+
+    path = next(p for p in (input_dir / "T2.csv.gz", input_dir / "T2.csv", input_dir / "T2.parquet") if p.exists())
+    frame = pd.read_parquet(path) if path.suffix == ".parquet" else pd.read_csv(path, dtype=str)
+    return frame["smiles"].tolist()
+
+
+class Bench:
+    """Runs the stages in order on one work directory and collects the table rows."""
+
+    def __init__(self, args: argparse.Namespace, work: Path) -> None:
+        self.args, self.work = args, work
+        self.rows: list[dict[str, Any]] = []
+        self.input = args.input or work / "partner"
+        self.plan, self.key = work / "plan.toml", work / "secret.key"
+        self.cache, self.prepared, self.model = work / "cache", work / "prepared", work / "model"
+        self.cold_s = float("nan")
+
+    def row(self, stage: str, figure: str, value: str, goal: str = "", ratio: str = "") -> None:
+        self.rows.append({"stage": stage, "figure": figure, "value": value, "goal": goal, "ratio": ratio})
+
+    def setup(self) -> None:
+        hidden = self.args.hidden
+        run_child([str(BIN / "consortium"), "init", "--out", str(self.plan), "--hidden", hidden, "--force"])
+        run_child([str(BIN / "data-prep"), "keygen", "--out", str(self.key), "--force"])
+
+    def generate(self) -> None:
+        r = run_child([sys.executable, str(BENCH / "make_industrial_partner.py"), "--n", str(self.args.n),
+                       "--out", str(self.input), "--seed", str(self.args.seed)])
+        summary = json.loads(r.stdout)
+        self.row("generate", "assays / T1 records / compounds",
+                 f"{summary['n_assays']} / {summary['t1_rows']} / {summary['n_compounds']}")
+        self.row("generate", "seconds; peak RSS", f"{r.seconds:.1f} s; {r.peak_mb:.0f} MiB")
+
+    def prepare(self, out: Path, cache_fresh: bool) -> tuple[ChildRun, dict[str, Any]]:
+        if cache_fresh:
+            shutil.rmtree(self.cache, ignore_errors=True)
+        shutil.rmtree(out, ignore_errors=True)
+        r = run_child([str(BIN / "data-prep"), "prepare", "--plan", str(self.plan), "--key", str(self.key),
+                       "--input", str(self.input), "--out", str(out), "--cache", str(self.cache),
+                       "--jobs", str(self.args.jobs), "--quiet"])
+        return r, json.loads(r.stdout)
+
+    def stage_prepare(self) -> None:
+        import random
+
+        smiles = t2_smiles(self.input)
+        sample = random.Random(0).sample(smiles, min(self.args.floor_sample, len(smiles)))
+        f1, c1, n1 = rdkit_floor(sample[: len(sample) // 2])
+        r, summary = self.prepare(self.prepared, cache_fresh=True)
+        f2, c2, n2 = rdkit_floor(sample[len(sample) // 2:])
+        floor_rate, floor_cpu_rate = (n1 + n2) / (f1 + f2), (n1 + n2) / (c1 + c2)
+        n = summary["counts"]["t2_rows"]
+        jobs = self.args.jobs
+        per_core = n / r.seconds / jobs
+        std_rate = n / summary["timings_s"]["standardize"] / jobs
+        self.cold_s = r.seconds
+        c = summary["counts"]
+        self.row("prepare cold", "RDKit floor (same run, 1 core)", f"{floor_rate:.0f} mol/s")
+        self.row("prepare cold", f"whole command, {jobs} core(s)", f"{r.seconds:.1f} s, {per_core:.0f} mol/s per core",
+                 "≥ 0.9 × floor per core", f"{per_core / floor_rate:.2f} ×")
+        self.row("prepare cold", "standardize step alone", f"{std_rate:.0f} mol/s per core", "",
+                 f"{std_rate / floor_rate:.2f} ×")
+        self.row("prepare cold", "per CPU second (load-proof): command vs floor",
+                 f"{n / r.cpu_s:.0f} vs {floor_cpu_rate:.0f} mol/CPU-s", "≥ 0.9 × floor",
+                 f"{n / r.cpu_s / floor_cpu_rate:.2f} ×")
+        self.row("prepare cold", "CPU cores used (CPU s / wall s)", f"{r.cpu_s / r.seconds:.2f}")
+        self.prepare_rate = n / r.seconds / jobs
+        self.row("prepare cold", "peak RSS (command + workers)", f"{r.peak_mb:.0f} MiB", "≤ 6 GB at 1 M",
+                 f"{r.peak_mb / 6144:.2f} of goal")
+        self.row("prepare cold", "T1 rows used / rejected / total",
+                 f"{c['t1_rows_used']} / {c['t1_rows'] - c['t1_rows_used']} / {c['t1_rows']}")
+        self.row("prepare cold", "tasks (class / regr / dropped)",
+                 f"{c['classification_tasks']} / {c['regression_tasks']} / {c['dropped_tasks']}")
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items() if k != "total")
+        self.row("prepare cold", "seconds per step", steps)
+        if jobs == 1:
+            self.row("prepare cold", "2 cores vs 1", "not run here (one core allowed)", "≥ 1.8 ×")
+
+    def stage_warm(self) -> None:
+        from bench_data_prep import forget_fraction
+
+        from consortium.plan import Plan
+
+        if not (self.cache.exists() and any(self.cache.iterdir())):
+            self.prepare(self.prepared, cache_fresh=True)  # warm needs a filled cache (and a cold time)
+        config = Plan.load(self.plan).data
+        n_new = forget_fraction(self.cache, config, t2_smiles(self.input), 0.01)
+        r, summary = self.prepare(self.work / "prepared-warm", cache_fresh=False)
+        computed = summary["standardization"]["computed"]
+        ratio = f"{self.cold_s / r.seconds:.1f} ×" if self.cold_s == self.cold_s else "(no cold run)"
+        self.row("prepare warm", f"1 % new ({n_new} forgotten, {computed} recomputed)",
+                 f"{r.seconds:.1f} s; peak {r.peak_mb:.0f} MiB", "≥ 20 × faster than cold", ratio)
+
+    def stage_train(self) -> None:
+        if not (self.prepared / "manifest.json").exists():
+            self.prepare(self.prepared, cache_fresh=True)
+        shutil.rmtree(self.model, ignore_errors=True)
+        r = run_child([str(BIN / "partner-kit"), "train", "--plan", str(self.plan), "--prepared",
+                       str(self.prepared), "--out", str(self.model), "--max-epochs", str(self.args.epochs),
+                       "--threads", str(self.args.jobs), "--quiet"])
+        metrics = json.loads((self.model / "metrics.json").read_text())
+        epochs = [h for h in metrics["history"] if h["epoch"] >= 0]
+        per_epoch = sum(h["seconds"] for h in epochs) / len(epochs)
+        rate = metrics["n_train"] / per_epoch
+        from consortium.plan import Plan
+
+        plan = Plan.load(self.plan)
+        shape = f"{plan.n_features} × {list(plan.trunk.hidden_sizes)}"
+        self.row("train", f"trunk {shape}, {metrics['n_train']} train rows, {len(epochs)} epoch(s)",
+                 f"{rate:.0f} samples/s; {per_epoch:.1f} s/epoch", "≥ 10 × real SparseChem",
+                 "SparseChem not run here")
+        self.row("train", "whole command; peak RSS", f"{r.seconds:.1f} s; {r.peak_mb:.0f} MiB",
+                 "≤ SparseChem's peak", "SparseChem not run here")
+        best = metrics["valid"]
+        self.row("train", f"valid AUC-ROC / AUC-PR at best epoch {metrics['best_epoch']}",
+                 f"{best.get('auc_roc', float('nan')):.3f} / {best.get('auc_pr', float('nan')):.3f}",
+                 "≥ SparseChem's", "learnable if AUC-ROC > 0.5")
+
+    def stage_predict(self) -> None:
+        if not (self.model / "trunk.safetensors").exists():
+            self.stage_train()
+        smiles = t2_smiles(self.input)[: self.args.predict_n]
+        runs = []
+        for size in (max(1, len(smiles) // 4), len(smiles)):  # two sizes: marginal rate and memory growth
+            slice_path = self.work / f"slice-{size}.smi"
+            slice_path.write_text("".join(f"{s} m{i}\n" for i, s in enumerate(smiles[:size])))
+            runs.append((size, run_child([str(BIN / "partner-kit"), "predict", "--model", str(self.model),
+                                          "--key", str(self.key), "--input", str(slice_path),
+                                          "--out", str(self.work / f"predictions-{size}.csv")])))
+        (n_small, small), (n_big, big) = runs
+        marginal = (n_big - n_small) / max(big.seconds - small.seconds, 1e-9)
+        ratio = ""
+        if getattr(self, "prepare_rate", None):
+            ratio = f"predict takes {self.prepare_rate / marginal:.2f} × prepare's time per molecule"
+        self.row("predict", f"{n_big} SMILES, whole command (start-up included)", f"{big.seconds:.1f} s, "
+                 f"{n_big / big.seconds:.0f} mol/s")
+        self.row("predict", f"marginal rate ({n_small} → {n_big} SMILES)", f"{marginal:.0f} mol/s",
+                 "≤ 1.2 × data-prep's time per molecule", ratio)
+        self.row("predict", f"peak RSS at {n_small} → {n_big} SMILES",
+                 f"{small.peak_mb:.0f} → {big.peak_mb:.0f} MiB", "flat in the input size",
+                 f"+{(big.peak_mb - small.peak_mb) / max(n_big - n_small, 1) * 1024:.0f} KiB per molecule")
+
+    def not_run(self) -> None:
+        self.row("federated round", "3 partners × 300 k, 64 M-param trunk, loopback", "not run here",
+                 "≤ 1.2 × slowest compute + 5 s; server ≤ 4 × one trunk",
+                 "needs 3 × 300 k prepared partners (~3 × 1.5 h prepare on one core) and ~3 × 1 GB trunk+Adam")
+        self.row("train vs SparseChem", "real SparseChem 1.0 on the same data", "not run here",
+                 "≥ 10 × samples/s", "needs a scratch venv with ../shared/tools/sparsechem (FEDQSAR-NOTE.md)")
+        self.row("GPU", "--device cuda figures", "not measured", "", "no GPU on this machine")
+
+
+def machine() -> str:
+    return (f"{cpu_name()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
+            f"Python {platform.python_version()}; load average {load_average()}")
+
+
+def render(title: str, rows: list[dict[str, Any]], markdown: Path | None) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console(width=200)
+    table = Table(title=title)
+    cols = ("stage", "figure", "value", "goal", "ratio")
+    for col in cols:
+        table.add_column(col)
+    for r in rows:
+        table.add_row(*(r[c] for c in cols))
+    console.print(table)
+    if markdown is not None:
+        lines = [f"#### {title}", "", "| " + " | ".join(cols) + " |", "|---|---|---|---|---|"]
+        lines += ["| " + " | ".join(r[c] for c in cols) + " |" for r in rows]
+        markdown.write_text("\n".join(lines) + "\n")
+        console.print(f"wrote {markdown}")
+
+
+def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--n", type=int, default=10_000, help="compounds of the generated partner (default 10 k)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--input", type=Path, help="use this T0/T1/T2 directory instead of generating one")
+    parser.add_argument("--stages", default="prepare,warm,train,predict",
+                        help=f"comma-separated, from {', '.join(STAGES)} (generate runs whenever --input is absent)")
+    parser.add_argument("--jobs", type=int, default=1, help="cores for prepare / threads for train (default 1)")
+    parser.add_argument("--hidden", default="2000", help="trunk hidden sizes for the plan (default 2000)")
+    parser.add_argument("--epochs", type=int, default=2, help="training epochs (default 2)")
+    parser.add_argument("--predict-n", type=int, default=1000, help="SMILES in the predict slice (default 1000)")
+    parser.add_argument("--floor-sample", type=int, default=1000, help="molecules for the RDKit floor")
+    parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed at the end)")
+    parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    args = parser.parse_args(argv)
+    stages = [s.strip() for s in args.stages.split(",") if s.strip()]
+    unknown = sorted(set(stages) - set(STAGES))
+    if unknown:
+        raise SystemExit(f"error: unknown stage(s) {unknown}; use {', '.join(STAGES)}")
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench-scale-"))
+    work.mkdir(parents=True, exist_ok=True)
+    bench = Bench(args, work)
+    title = f"scale, N = {args.input or args.n} ({machine()})"
+    print(f"machine: {machine()}", flush=True)
+    try:
+        bench.setup()
+        if args.input is None:
+            bench.generate()
+        for stage in ("prepare", "warm", "train", "predict"):
+            if stage in stages:
+                print(f"stage {stage}…", flush=True)
+                getattr(bench, f"stage_{stage}")()
+        bench.not_run()
+        bench.row("end", "load average", load_average())
+        render(title, bench.rows, args.markdown)
+    finally:
+        if args.work is None:
+            shutil.rmtree(work, ignore_errors=True)
+    return bench.rows
+
+
+if __name__ == "__main__":
+    main()
