@@ -140,6 +140,7 @@ class Bench:
 
     def row(self, stage: str, figure: str, value: str, goal: str = "", ratio: str = "") -> None:
         self.rows.append({"stage": stage, "figure": figure, "value": value, "goal": goal, "ratio": ratio})
+        print(f"  {stage} | {figure} | {value} | {goal} | {ratio}", flush=True)  # kept if a long run is stopped
 
     def setup(self) -> None:
         hidden = self.args.hidden
