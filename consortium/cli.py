@@ -239,8 +239,12 @@ def admit(
 def _print_refused_node(line: str) -> None:
     import re
 
+    from rich.markup import escape
+
     reason = re.sub(r"\x1b\[[0-9;]*m", "", line).split("exception:")[-1].strip()
-    console.print(f"  refused a node: {reason} (admit its key with `consortium admit`)", highlight=False)
+    if "register-node" in line:
+        reason = "a node without a node key (join --node-key)"
+    console.print(escape(f"  refused a node: {reason} (admit its key with `consortium admit`)"), highlight=False)
 
 
 def _print_status(status: dict) -> None:

@@ -224,7 +224,8 @@ def run_info(flwr_home: Path, run_id: int, timeout: float = 60.0) -> dict[str, A
 class LogFollower:
     """New lines of a log file since the last call, for the lines the operator must see (refused nodes)."""
 
-    MARKS = ("ApiError",)  # Flower's SuperLink logs a refused node activation as "[/v1/fleet/...][ApiError:..."
+    #: Flower's SuperLink logs a refused node as "[/v1/fleet/activate-node][ApiError:2004] ..." (or register-node).
+    MARKS = ("[/v1/fleet/activate-node][ApiError", "[/v1/fleet/register-node][ApiError")
 
     def __init__(self, path: Path) -> None:
         self.path, self.offset = Path(path), 0

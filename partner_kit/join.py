@@ -259,20 +259,21 @@ def join_command(
 
     signal.signal(signal.SIGINT, leave)   # also when started in the background (SIGINT ignored by default)
     signal.signal(signal.SIGTERM, leave)
-    for attempt in range(1, REFUSED_ATTEMPTS + 1):
-        code, left, refused = _run_supernode(cfg, superlink, port=port, insecure=insecure,
-                                             root_certificates=root_certificates, warm=warm, threads=threads,
-                                             node_key=node_key, audit_log=audit_log)
-        if not refused or left or attempt == REFUSED_ATTEMPTS:
-            break
-        # A SuperLink that just started may still be registering the admitted keys: ask again shortly.
-        console.print(f"{name}: refused by the consortium (attempt {attempt} of {REFUSED_ATTEMPTS}); trying again "
-                      f"in {REFUSED_RETRY_S:.0f} s", highlight=False)
-        try:
+    code: int | None = None
+    left = refused = False
+    try:
+        for attempt in range(1, REFUSED_ATTEMPTS + 1):
+            code, left, refused = _run_supernode(cfg, superlink, port=port, insecure=insecure,
+                                                 root_certificates=root_certificates, warm=warm, threads=threads,
+                                                 node_key=node_key, audit_log=audit_log)
+            if not refused or left or attempt == REFUSED_ATTEMPTS:
+                break
+            # A SuperLink that just started may still be registering the admitted keys: ask again shortly.
+            console.print(f"{name}: refused by the consortium (attempt {attempt} of {REFUSED_ATTEMPTS}); trying "
+                          f"again in {REFUSED_RETRY_S:.0f} s", highlight=False)
             time.sleep(REFUSED_RETRY_S)
-        except KeyboardInterrupt:
-            left = True
-            break
+    except KeyboardInterrupt:  # between attempts (during one, _run_supernode handles it)
+        left = True
     ok, message = outcome(cfg, started, code, left, refused=refused)
     console.print(f"{name}: {message}", highlight=False)
     if not ok:
@@ -348,12 +349,12 @@ def outcome(cfg: PartnerConfig, started: float, code: int | None, left: bool,
     if contributed:
         done = f"the federated run ended; your federated model is in {cfg.model}/"
         return True, f"left the federation; {done}" if left else done
-    if left:
-        return True, "left the federation (no federated round finished while joined)"
     if refused:
         return False, ("error: the consortium refused this node or could not be reached: was your node key admitted "
                 "(`consortium admit partner.key.pub`)? are --superlink and the TLS options right? (see the "
                 "SuperNode's ERROR line above)")
+    if left:
+        return True, "left the federation (no federated round finished while joined)"
     return False, (f"error: the SuperNode stopped (code {code}): joined after the last round, or the "
                    "consortium's server stopped; no federated model; your single-partner model is unchanged. "
                    "Join again to take part in the next run")

@@ -8,6 +8,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -31,6 +32,19 @@ def _run(*args, cwd: Path) -> str:
     return proc.stdout
 
 
+def _until(proc: subprocess.Popen, mark: str, timeout: float) -> str:
+    """Read a join's output until `mark`, then Ctrl-C it; its whole output, after it exited with code 1."""
+    seen, deadline = [], time.monotonic() + timeout
+    for line in proc.stdout:
+        seen.append(line)
+        if mark in line or time.monotonic() > deadline:
+            break
+    proc.send_signal(signal.SIGINT)
+    text = "".join(seen) + proc.communicate(timeout=60)[0]
+    assert mark in text and proc.returncode == 1, text
+    return text
+
+
 @pytest.mark.slow
 def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_path):
     """The README's commands, TLS and node authentication (the default), relative certificate paths."""
@@ -51,7 +65,11 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
     try:
         first = serve.stdout.readline() + serve.stdout.readline()  # keys are registered before this: join now
         assert "SuperLink on 0.0.0.0:" in first and "TLS, node authentication, 3 admitted" in first, first
-        partners = {**fed.partners(), "X": fed.partners()["A"]}  # X: A's files, an unadmitted node key
+        stranger = fed.partners()["A"]  # X: A's data, its own model dir, and a node key never admitted
+        partners = {**fed.partners(), "X": type(stranger)(**{**stranger.__dict__, "model": tmp_path / "X" / "model"})}
+        cache = Path("federated") / "reference_hash.json"
+        (partners["X"].model / cache).parent.mkdir(parents=True)
+        (partners["X"].model / cache).write_bytes((stranger.model / cache).read_bytes())
         for name, cfg in partners.items():
             joins[name] = subprocess.Popen(
                 [BIN / "partner-kit", "join", "--plan", cfg.plan, "--prepared", cfg.prepared, "--model", cfg.model,
@@ -60,6 +78,7 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
                  *(["--key", str(tmp_path / "secret.key")] if name == "A" else [])],
                 stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=_env(tmp_path / f"flwr-{name}"),
                 start_new_session=True, cwd=tmp_path)
+        stranger = _until(joins.pop("X"), "refused by the consortium (attempt 1 of 3)", timeout=200)
         out, _ = serve.communicate(timeout=400)
         assert serve.returncode == 0, out
         assert "finished: 1 rounds" in out and "Traceback" not in out
@@ -70,8 +89,7 @@ def test_serve_and_join_commands_run_the_plan_and_partners_leave_cleanly(tmp_pat
         for name, proc in joins.items():
             proc.send_signal(signal.SIGINT)  # Ctrl-C: the partner leaves and stops its SuperNode
             outputs[name] = proc.communicate(timeout=60)[0]
-    stranger = outputs.pop("X")
-    assert joins["X"].returncode == 1 and "error: the consortium refused this node" in stranger, stranger
+    assert "error: the consortium refused this node" in stranger, stranger
     assert "refused a node: No SuperNode found with the given public key" in out  # the operator sees it too
     for name, text in outputs.items():
         assert joins[name].returncode == 0, text
