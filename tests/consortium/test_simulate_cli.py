@@ -81,4 +81,4 @@ def test_status_reports_a_broken_ledger(tmp_path):
     (run / "status.json").write_text(json.dumps({"state": "finished", "round": 1, "rounds": 1, "nodes": [5]}))
     (run / "ledger.jsonl").write_text('{"round": 1}\n')
     result = CliRunner().invoke(app, ["status", str(run)])
-    assert result.exit_code == 0 and "BROKEN" in result.output
+    assert result.exit_code == 1 and "BROKEN" in result.output  # a broken audit trail is an error for scripts
