@@ -172,11 +172,11 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
                 if variant == "federated" or (variant == "single" and baseline) or (variant == "pooled" and pooled):
                     models.append({"seed": seed, "partner": name, "variant": variant,
                                    "dir": str((sdir / "partners" / name / d).relative_to(out))})
-
-    result = SimulationResult(run_dir=out, rows=rows, status=status, seconds=seconds, bytes_to_partner=bytes_in,
-                              bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
-    write_summary(result, plan, total_rounds)
-    write_comparison(out, plan, prepared, seed_list, models)
+        # After every seed, so a long study stopped part-way still has its tables for the seeds it finished.
+        result = SimulationResult(run_dir=out, rows=rows, status=status, seconds=seconds, bytes_to_partner=bytes_in,
+                                  bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
+        write_summary(result, plan, total_rounds)
+        write_comparison(out, plan, prepared, seed_list[:i + 1], models)
     return result
 
 
