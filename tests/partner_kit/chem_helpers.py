@@ -35,10 +35,18 @@ def example_smiles(n: int) -> list[str]:
     return pd.concat(frames)["smiles"].dropna().head(n).tolist()
 
 
+_BUILT: dict[str, dict] = {}
+
+
 @pytest.fixture(scope="session")
 def chem_model(tmp_path_factory) -> dict:
-    """One trained example model for every prediction test module of the session (import this fixture)."""
-    return build_model(tmp_path_factory.mktemp("chem_model"))
+    """One trained example model for every prediction test module of the session (import this fixture).
+
+    Memoized here: each module importing the fixture gets its own fixture definition, so the session scope alone
+    would train the model once per module."""
+    if "model" not in _BUILT:
+        _BUILT["model"] = build_model(tmp_path_factory.mktemp("chem_model"))
+    return _BUILT["model"]
 
 
 def build_model(root: Path, n_molecules: int = 1600, max_epochs: int = 10) -> dict:
