@@ -215,7 +215,7 @@ def admit(
     import shutil
 
     from consortium.certs import check_node_public_key
-    from consortium.deploy import ADMITTED_DIR
+    from consortium.deploy import ADMITTED_DIR, live_superlink, register_node, unregister_node
 
     folder = out / ADMITTED_DIR
     stem = name or public_key.name.removesuffix(".pub").removesuffix(".key")
@@ -226,12 +226,34 @@ def admit(
         if not target.is_file():
             raise InputError(f"{target} not found: no partner admitted as {stem!r} in {out}")
         target.unlink()
-        console.print(f"revoked {stem}: refused from the next `consortium serve` on (restart a running one)",
-                      highlight=False)
+        node_file = target.with_suffix(".node-id")
+        flwr_home = live_superlink(out)
+        if flwr_home is not None and node_file.is_file():  # a running consortium: disconnect it now
+            node_id = int(node_file.read_text())
+            try:
+                unregister_node(flwr_home, node_id)
+            except RuntimeError as exc:
+                raise InputError(f"revoked {stem} for the next serve, but the running SuperLink refused to "
+                                 f"unregister node {node_id}: {exc}") from None
+            console.print(f"revoked {stem}: node {node_id} unregistered from the running SuperLink and "
+                          "disconnected; refused from now on", highlight=False)
+        else:
+            console.print(f"revoked {stem}: refused from the next `consortium serve` on", highlight=False)
+        node_file.unlink(missing_ok=True)
         return
     check_node_public_key(public_key)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(public_key, target)
+    flwr_home = live_superlink(out)
+    if flwr_home is not None:  # a running consortium: this node may connect now
+        try:
+            node_id = register_node(flwr_home, target)
+        except RuntimeError as exc:
+            raise InputError(f"admitted {stem} for the next serve, but the running SuperLink did not register "
+                             f"it: {exc}") from None
+        console.print(f"admitted {stem} ({target}): registered with the running SuperLink as node {node_id}",
+                      highlight=False)
+        return
     console.print(f"admitted {stem} ({target}); registered with the SuperLink when `consortium serve --out {out}` "
                   "starts", highlight=False)
 

@@ -299,7 +299,7 @@ def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127
         write_connection(flwr_home, consortium.address, tls)
         if not tls.insecure and tls.node_auth:
             for pub in sorted((run_dir / ADMITTED_DIR).glob("*.pub")):
-                register_node(flwr_home, pub)
+                register_node(flwr_home, pub)  # also notes the node id beside the key, for --revoke
     except BaseException:
         consortium.stop()
         raise
@@ -307,10 +307,32 @@ def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127
 
 
 def register_node(flwr_home: Path, public_key: Path, timeout: float = 60.0) -> int:
-    """Register one partner's node public key with the running SuperLink (Flower's node authentication)."""
+    """Register one partner's node public key with the running SuperLink (Flower's node authentication);
+    its node id is kept beside the key (`NAME.node-id`) so `consortium admit --revoke` can unregister it."""
     out = _flwr(["supernode", "register", str(public_key), CONNECTION],
                 flwr_home, timeout)
-    return int(out["node-id"])
+    node_id = int(out["node-id"])
+    write_text_atomic(public_key.with_suffix(".node-id"), f"{node_id}\n")
+    return node_id
+
+
+def unregister_node(flwr_home: Path, node_id: int, timeout: float = 60.0) -> None:
+    """Unregister a node from the running SuperLink: Flower disconnects it at its next request."""
+    _flwr(["supernode", "unregister", str(int(node_id)), CONNECTION], flwr_home, timeout)
+
+
+def live_superlink(run_dir: Path) -> Path | None:
+    """The FLWR_HOME of a `consortium serve` whose SuperLink still listens for this run dir, else None."""
+    import tomllib
+
+    flwr_home = Path(run_dir).resolve() / "flwr-home"
+    try:
+        conn = tomllib.loads((flwr_home / "config.toml").read_text())["superlink"][CONNECTION]
+        host, _, port = str(conn["address"]).rpartition(":")
+        with socket.create_connection((host, int(port)), timeout=2.0):
+            return flwr_home
+    except (OSError, KeyError, ValueError):
+        return None
 
 
 def run_deployed(consortium: Consortium, plan_path: Path, run_dir: Path, *, rounds: int = 0, resume: bool = False,

@@ -355,9 +355,9 @@ def outcome(cfg: PartnerConfig, started: float, code: int | None, left: bool,
                 "SuperNode's ERROR line above)")
     if left:
         return True, "left the federation (no federated round finished while joined)"
-    return False, (f"error: the SuperNode stopped (code {code}): joined after the last round, or the "
-                   "consortium's server stopped; no federated model; your single-partner model is unchanged. "
-                   "Join again to take part in the next run")
+    return False, (f"error: the SuperNode stopped (code {code}): joined after the last round, the "
+                   "consortium's server stopped, or the operator revoked this node; no federated model; your "
+                   "single-partner model is unchanged. Join again to take part in the next run")
 
 
 def keygen_command(

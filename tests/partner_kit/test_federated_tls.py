@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -111,3 +112,40 @@ def _assert_only_trunk_count_loss_and_hash_left(audit: Path, plan, reference: st
     assert final["metrics"] == {"evaluateres.loss": {"loss": {"type": "float"}},
                                 "evaluateres.num_examples": {"num_examples": {"type": "int"}}}
     assert final["configs"] == {"evaluateres.metrics": {}, "evaluateres.status": status}
+
+
+@pytest.mark.slow
+def test_admit_and_revoke_act_on_a_running_consortium(tmp_path):
+    """`consortium admit` registers with a running SuperLink; `--revoke` unregisters: Flower drops the node."""
+    from typer.testing import CliRunner
+
+    from consortium.cli import app as consortium_app
+
+    fed = make_federation(tmp_path, rounds=1)
+    certs = make_certs(tmp_path / "certs", ["127.0.0.1"])
+    run = tmp_path / "run"
+    private, public = make_node_keys(tmp_path / "nodes" / "A.key")
+    hashes = fed.reference_hashes()
+    tls = TlsOptions(insecure=False, ca_certfile=certs.ca_cert, certfile=certs.server_cert, keyfile=certs.server_key)
+    consortium = start_consortium(run, tls=tls)  # nobody admitted yet
+    node = None
+    try:
+        result = CliRunner().invoke(consortium_app, ["admit", str(public), "--out", str(run)])
+        assert result.exit_code == 0 and "registered with the running SuperLink" in result.output, result.output
+        log = tmp_path / "logs" / "A.log"
+        node = start_supernode(fed.partners(hashes=hashes)["A"], consortium.address, port=free_port(), insecure=False,
+                               root_certificates=certs.ca_cert, node_key=private, log=log, warm=False,
+                               flwr_home=tmp_path / "flwr-home" / "A")
+        deadline = time.monotonic() + 120
+        while "SuperNode ID" not in log.read_text() and time.monotonic() < deadline:
+            assert node.poll() is None, log.read_text()
+            time.sleep(1)
+        assert "SuperNode ID" in log.read_text()  # admitted while running: connected
+        result = CliRunner().invoke(consortium_app, ["admit", str(public), "--out", str(run), "--revoke"])
+        assert result.exit_code == 0 and "disconnected" in result.output, result.output
+        node.wait(timeout=60)  # Flower drops an unregistered node
+    finally:
+        if node is not None:
+            _stop([node])
+        consortium.stop()
+    assert not (run / ADMITTED_DIR / "A.pub").exists()
