@@ -88,6 +88,8 @@ def simulate(
                                 "one model, each partner its own heads)"),
     seeds: int = typer.Option(1, "--seeds", min=1, help="Repeat single, federated (and pooled) with N seeds "
                               "(same key, same folds)"),
+    keep_checkpoints: int = typer.Option(0, "--keep-checkpoints", min=0, help="Keep only the newest N round "
+                                         "checkpoints per run (0 = all; the ledger keeps every round's hash)"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html (intervals, plots) "
                                 "and print its table"),
     verbose: bool = typer.Option(False, "--verbose", help="Show Flower's own log lines"),
@@ -97,7 +99,8 @@ def simulate(
     from consortium.simulate import simulate as run_simulation
 
     result = run_simulation(plan_path, _partners_arg(partners, more_partners), out, key=key, rounds=rounds,
-                            resume=resume, baseline=baseline, pooled=pooled, seeds=seeds, verbose=verbose)
+                            resume=resume, baseline=baseline, pooled=pooled, seeds=seeds,
+                            keep_checkpoints=keep_checkpoints, verbose=verbose)
     st = result.status
     schedule = Plan.load(plan_path).federation.schedule
     out = Console()

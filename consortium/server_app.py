@@ -29,7 +29,7 @@ from flwr.serverapp import Grid, ServerApp
 from flwr.supercore.run import Run
 
 from consortium.admission import Admission, AdmissionRefused
-from consortium.checkpoints import checkpoint_path, load_checkpoint, save_checkpoint
+from consortium.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint
 from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
 from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
 from consortium.plan import Plan
@@ -62,6 +62,9 @@ class RunSettings:
     #: Refuse trunk replies that carry no reference hash; None = only when deployed (an embedded demo may run
     #: prepared directories whose key it does not have). A hash that differs is refused either way.
     require_reference: bool | None = None
+    #: Keep only the newest N round checkpoints (0 = all). The ledger keeps every round's trunk hash and the
+    #: newest checkpoint the ledger head, so verification and resume need no older checkpoint.
+    keep_checkpoints: int = 0
 
     @property
     def run_seed(self) -> int:
@@ -138,6 +141,9 @@ class RunRecorder:
         save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan,
                         ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
         self.ledger.write(entry)
+        if self.s.keep_checkpoints > 0:
+            for old in list(list_checkpoints(self.s.run_dir).values())[:-self.s.keep_checkpoints]:
+                old.unlink(missing_ok=True)
         self._refused_now = []
         self._contributed.update(u.node_id for u in result.updates)
         now = time.perf_counter()

@@ -77,7 +77,7 @@ def seed_dir(out: Path, seed: int, n_seeds: int) -> Path:
 
 def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | None = None, rounds: int | None = None,
              resume: bool = False, baseline: bool = True, pooled: bool = False, seeds: int = 1,
-             progress: bool = True, verbose: bool = False) -> SimulationResult:
+             keep_checkpoints: int = 0, progress: bool = True, verbose: bool = False) -> SimulationResult:
     """Prepare (cached); per seed: federate embedded, train baselines (and the pooled bound); write the tables."""
     from consortium.embedded import run_embedded
     from partner_kit.client_app import app as client_app
@@ -136,7 +136,7 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
                            info=f"{st.get('state', '')}" + (f"  loss {loss:.4f}" if loss is not None else ""))
 
             settings = RunSettings(plan=plan, run_dir=sdir, rounds=total_rounds, resume=resume, mode="embedded",
-                                   on_status=on_status, seed=seed)
+                                   on_status=on_status, seed=seed, keep_checkpoints=keep_checkpoints)
             status, grid = run_embedded(settings, client_app, {n: c.to_node_config() for n, c in configs.items()})
         seconds["federation"] += time.perf_counter() - t0
         node_ids = status.get("partners", {})

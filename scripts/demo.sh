@@ -26,7 +26,7 @@ say "3/3 consortium simulate, 3 seeds: prepare A, B, C (RDKit standardization: a
   model over all three partners' rows); then the table with 95 % bootstrap intervals and report.html"
 # One torch thread: the demo's small matrices train faster on one thread than on two that contend.
 OMP_NUM_THREADS=${OMP_NUM_THREADS:-1} "$B/consortium" simulate --plan "$OUT/plan.toml" --key "$OUT/secret.key" \
-  --partners examples/tox21-3/A examples/tox21-3/B examples/tox21-3/C --out "$OUT/run" --seeds 3 --pooled
+  --partners examples/tox21-3/A examples/tox21-3/B examples/tox21-3/C --out "$OUT/run" --seeds 3 --pooled --keep-checkpoints 2
 echo
 echo "Outputs in $OUT/run: report.html (open it in a browser: the table above, per-task plots, convergence,"
 echo "what was compared with what; its numbers in report.json), comparison.json, summary.csv / summary.json,"

@@ -53,3 +53,26 @@ def test_resumed_run_with_kept_moments_equals_an_uninterrupted_one(tmp_path):
     whole = [e.trunk_sha256 for e in verify(tmp_path / "whole" / "ledger.jsonl")]
     split = [e.trunk_sha256 for e in verify(tmp_path / "split" / "ledger.jsonl")]
     assert whole == split
+
+
+def test_keep_checkpoints_prunes_old_rounds_and_the_run_still_verifies_and_resumes(tmp_path):
+    from consortium.checkpoints import list_checkpoints
+    from consortium.embedded import run_embedded
+    from consortium.ledger import verify_run
+    from consortium.server_app import RunSettings
+    from partner_kit.client_app import app as partner_app
+
+    fed = make_federation(tmp_path, rounds=4)
+    nodes = {n: c.to_node_config() for n, c in fed.partners().items()}
+
+    def run(rounds: int, resume: bool) -> None:
+        settings = RunSettings(plan=fed.plan, run_dir=tmp_path / "run", rounds=rounds, resume=resume,
+                               mode="embedded", keep_checkpoints=2)
+        run_embedded(settings, partner_app, nodes)
+
+    run(3, False)
+    assert sorted(list_checkpoints(tmp_path / "run")) == [2, 3]
+    assert len(verify_run(tmp_path / "run")) == 3  # every round's hash is still in the ledger
+    run(4, True)
+    assert sorted(list_checkpoints(tmp_path / "run")) == [3, 4]
+    assert len(verify_run(tmp_path / "run")) == 4
