@@ -258,21 +258,21 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     seeds = sorted({r.get("seed") for r in rows}, key=str)
     caption = ("test fold, aggregation-weighted over evaluable tasks; " + (
         f"mean ± SD over {len(seeds)} seeds; " if len(seeds) > 1 else "one seed; ") +
-        "best = round each partner kept (on its validation fold). Intervals: report.html")
+        "best = round(s) each partner kept (on its validation fold). Intervals: report.html")
     table = Table(title=title, caption=caption)
     show_r2 = any(r["regr_tasks"] for r in rows)
     show_pooled = any(not math.isnan(r.get("pooled_auc_pr", math.nan)) or not math.isnan(r.get("pooled_r2", math.nan))
                       for r in rows)
     metrics = [("auc_pr", "PR"), ("auc_roc", "ROC")] + ([("r2", "R²")] if show_r2 else [])
     table.add_column("partner", justify="left", no_wrap=True)
-    table.add_column("tasks", justify="right")
+    table.add_column("tasks", justify="right", no_wrap=True)
     for _, short in metrics:
         table.add_column(f"{short} single", justify="right")
         table.add_column(f"{short} fed", justify="right")
         if show_pooled:
             table.add_column(f"{short} pooled", justify="right")
         table.add_column(f"Δ {short}", justify="right")
-    table.add_column("best", justify="right")
+    table.add_column("best", justify="right", no_wrap=True)
     names = list(dict.fromkeys(r["partner"] for r in rows))
     for name in names:
         mine = [r for r in rows if r["partner"] == name]
@@ -283,7 +283,8 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
             if show_pooled:
                 cells.append(_mean_sd([r.get(f"pooled_{key}", math.nan) for r in mine]))
             cells.append(_mean_sd([r[f"delta_{key}"] for r in mine], signed=True))
-        cells.append("/".join(_fmt(r["best_round"]) for r in mine))
+        best = sorted(int(r["best_round"]) for r in mine if r.get("best_round") is not None)
+        cells.append("n/a" if not best else str(best[0]) if best[0] == best[-1] else f"{best[0]}–{best[-1]}")
         table.add_row(*cells)
     return table
 
