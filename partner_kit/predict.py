@@ -199,7 +199,7 @@ class Predictor:
         safe = ["" if e else s for s, e in zip(smiles, too_big, strict=True)]
         with self._lock:  # one Featurizer (RDKit standardizer objects) per predictor, not per request
             if self._featurizer is None:
-                self._featurizer = Featurizer(self.plan.data)
+                self._featurizer = Featurizer(self.plan.data, scaffolds=False)
             records = [self._featurizer(s) for s in safe]
         x = keyed_csr([r.indices() for r in records], [r.counts() for r in records], self.plan.data.fingerprint,
                       self.key)
