@@ -19,6 +19,7 @@ import io
 import json
 import logging
 import math
+import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -98,6 +99,8 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     if pooled and not baseline:
         raise InputError("--pooled is compared with the single-partner baselines; drop --no-baseline")
     seed_list = seed_values(plan, seeds)
+    variant_dirs = ([("single", "baseline")] if baseline else []) + [("federated", "model")] + (
+        [("pooled", "pooled")] if pooled else [])
     if not verbose:
         logging.getLogger("flwr").setLevel(logging.WARNING)
     seconds: dict[str, float] = {"prepare": 0.0, "federation": 0.0, "baselines": 0.0, "pooled": 0.0}
@@ -168,10 +171,9 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
             info = json.loads((cfg.model / "model.json").read_text())
             row = summary_row(name, info, fed, baselines.get(name), pooled_metrics.get(name))
             rows.append({"seed": seed, **row})
-            for variant, d in (("single", "baseline"), ("federated", "model"), ("pooled", "pooled")):
-                if variant == "federated" or (variant == "single" and baseline) or (variant == "pooled" and pooled):
-                    models.append({"seed": seed, "partner": name, "variant": variant,
-                                   "dir": str((sdir / "partners" / name / d).relative_to(out))})
+            for variant, d in variant_dirs:
+                models.append({"seed": seed, "partner": name, "variant": variant,
+                               "dir": str((sdir / "partners" / name / d).relative_to(out))})
         # After every seed, so a long study stopped part-way still has its tables for the seeds it finished.
         result = SimulationResult(run_dir=out, rows=rows, status=status, seconds=seconds, bytes_to_partner=bytes_in,
                                   bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
@@ -245,12 +247,8 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
     vals = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not vals:
         return "n/a"
-    mean = sum(vals) / len(vals)
-    text = _fmt(float(mean), signed)
-    if len(vals) > 1:
-        sd = math.sqrt(sum((v - mean) ** 2 for v in vals) / (len(vals) - 1))
-        text += f" ±{sd:.3f}"
-    return text
+    text = _fmt(float(statistics.fmean(vals)), signed)
+    return text + (f" ±{statistics.stdev(vals):.3f}" if len(vals) > 1 else "")
 
 
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:

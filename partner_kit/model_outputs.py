@@ -43,7 +43,8 @@ def fold_predictions(tasks: pd.DataFrame, rows: np.ndarray, y_class: sp.csr_matr
             "pred": prob[yc.row, yc.col].astype(np.float64)}))
     yr = sp.coo_matrix(y_regr)
     if yr.nnz:
-        flags = sp.csr_matrix(y_censor)[yr.row, yr.col].A1 if sp.csr_matrix(y_censor).nnz else np.zeros(yr.nnz)
+        censor = sp.csr_matrix(y_censor)
+        flags = censor[yr.row, yr.col].A1 if censor.nnz else np.zeros(yr.nnz)
         parts.append(pd.DataFrame({
             "row": np.asarray(rows, np.int64)[yr.row], "task_index": regr_idx[yr.col], "kind": "regression",
             "y": yr.data.astype(np.float64), "censor": np.asarray(flags, np.int8),

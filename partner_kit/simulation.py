@@ -58,15 +58,26 @@ def prepared_dir_for(partner_dir: Path, plan: Plan, plan_path: Path, key_path: P
     return out, True
 
 
+def cached_metrics(model_dir: Path, plan: Plan, seed: int, **expected: Any) -> dict[str, Any] | None:
+    """The metrics of a model already trained in `model_dir` under this plan and seed (and `expected` model.json
+    entries), so a rerun reuses it; None when it has to be trained."""
+    info_path, metrics_path = Path(model_dir) / "model.json", Path(model_dir) / METRICS_JSON
+    if not (info_path.is_file() and metrics_path.is_file()):
+        return None
+    info = json.loads(info_path.read_text())
+    if info.get("plan_hash") != plan.hash or info.get("seed") != seed:
+        return None
+    if any(info.get(k) != v for k, v in expected.items()):
+        return None
+    return json.loads(metrics_path.read_text())
+
+
 def train_baseline(plan: Plan, prepared: Path, out: Path, *, seed: int | None = None, progress: bool = True,
                    valid_fold: int = 1, test_fold: int = 0) -> dict[str, Any]:
     """The single-partner baseline with the plan's training settings (cached in `out/metrics.json`)."""
-    metrics_path = Path(out) / METRICS_JSON
-    model_json = Path(out) / "model.json"
-    if metrics_path.is_file() and model_json.is_file():
-        info = json.loads(model_json.read_text())
-        if info.get("plan_hash") == plan.hash and info.get("seed") == (plan.training.seed if seed is None else seed):
-            return json.loads(metrics_path.read_text())
+    cached = cached_metrics(out, plan, plan.training.seed if seed is None else seed)
+    if cached is not None:
+        return cached
     data = PreparedData.load(prepared)
     return fit(plan, data, out, valid_fold=valid_fold, test_fold=test_fold, seed=seed, progress=progress,
                source=str(prepared))
@@ -84,16 +95,9 @@ def train_pooled_cached(plan: Plan, prepared: dict[str, Path], out_dirs: dict[st
     """The pooled upper bound (see `partner_kit.pooled`), reused when every partner's pooled model is current."""
     from partner_kit.pooled import train_pooled
 
-    cached = {}
-    for name, out in out_dirs.items():
-        info_path, metrics_path = Path(out) / "model.json", Path(out) / METRICS_JSON
-        if not (info_path.is_file() and metrics_path.is_file()):
-            break
-        info = json.loads(info_path.read_text())
-        if info.get("plan_hash") != plan.hash or info.get("seed") != seed or info.get("partners") != list(prepared):
-            break
-        cached[name] = json.loads(metrics_path.read_text())
-    if len(cached) == len(out_dirs):
-        return cached
+    cached = {name: cached_metrics(out, plan, seed, partners=list(prepared)) for name, out in out_dirs.items()}
+    found = {name: m for name, m in cached.items() if m is not None}
+    if len(found) == len(out_dirs):
+        return found
     datas = {name: PreparedData.load(p) for name, p in prepared.items()}
     return train_pooled(plan, datas, out_dirs, seed=seed, progress=progress)

@@ -81,8 +81,8 @@ class LocalTrainer:
         self.class_tasks, self.regr_tasks = data.class_tasks, data.regr_tasks
 
         folds = np.asarray(data.folds)
-        labelled = (np.diff(self.batcher.y_class.indptr) > 0) | (np.diff(self.batcher.y_regr.indptr) > 0)
-        self.train_rows = np.flatnonzero(labelled & (folds != self.valid_fold) & (folds != self.test_fold))
+        self.labelled = (np.diff(self.batcher.y_class.indptr) > 0) | (np.diff(self.batcher.y_regr.indptr) > 0)
+        self.train_rows = np.flatnonzero(self.labelled & (folds != self.valid_fold) & (folds != self.test_fold))
         self.n_train = int(self.train_rows.size)
         if self.n_train == 0:
             raise InputError(f"{source}: no labelled rows outside folds {self.valid_fold} and {self.test_fold}")
@@ -197,7 +197,7 @@ class LocalTrainer:
     def fold_loss(self, fold: int) -> float:
         """Mean training loss (dropout off) over the labelled rows of one fold; NaN if it has none."""
         rows = self.fold_rows(fold)
-        rows = rows[(np.diff(self.batcher.y_class.indptr)[rows] > 0) | (np.diff(self.batcher.y_regr.indptr)[rows] > 0)]
+        rows = rows[self.labelled[rows]]
         if rows.size == 0:
             return math.nan
         was = self.model.training
