@@ -37,6 +37,22 @@ class SparseBatch:
                               shape=(self.n_rows, int(self.cols.numel())))
         return local.T
 
+    def local_transpose_torch(self, values: torch.Tensor | None = None) -> torch.Tensor:
+        """X_local^T as a torch sparse COO tensor on the batch's device (the device-generic backward)."""
+        data = self.values if values is None else values
+        counts = torch.from_numpy(np.diff(self.indptr)).to(data.device)
+        row_ids = torch.repeat_interleave(torch.arange(self.n_rows, device=data.device), counts)
+        return torch.sparse_coo_tensor(torch.stack([self.local_indices, row_ids]), data,
+                                       (int(self.cols.numel()), self.n_rows), check_invariants=False)
+
+    def to(self, device: torch.device) -> SparseBatch:
+        """This batch with its tensors on `device` (itself when already there: the CPU path copies nothing)."""
+        if self.indices.device == device:
+            return self
+        return SparseBatch(indices=self.indices.to(device), offsets=self.offsets.to(device),
+                           values=self.values.to(device), cols=self.cols.to(device),
+                           local_indices=self.local_indices.to(device), indptr=self.indptr, n_rows=self.n_rows)
+
     @classmethod
     def from_csr(cls, x: sp.csr_matrix) -> SparseBatch:
         indices = x.indices.astype(np.int64, copy=False)
@@ -67,6 +83,14 @@ class Batch:
     @property
     def size(self) -> int:
         return self.x.n_rows
+
+    def to(self, device: torch.device) -> Batch:
+        """This batch with inputs, labels and masks on `device` (itself when already there)."""
+        if self.y_class.device == device:
+            return self
+        return Batch(x=self.x.to(device), y_class=self.y_class.to(device), class_mask=self.class_mask.to(device),
+                     y_regr=self.y_regr.to(device), regr_mask=self.regr_mask.to(device),
+                     censor=self.censor.to(device), rows=self.rows)
 
 
 def _dense_and_mask(m: sp.csr_matrix) -> tuple[np.ndarray, np.ndarray]:

@@ -11,6 +11,7 @@ from rich.table import Table
 
 from data_prep.atomic import write_text_atomic
 from data_prep.console import console, friendly_errors
+from partner_kit.device import DEVICE_HELP
 
 app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
 
@@ -59,23 +60,27 @@ def train(
     freeze_trunk: bool = typer.Option(False, "--freeze-trunk", help="Train the heads only (needs --init-trunk)"),
     max_epochs: int | None = typer.Option(None, "--max-epochs", help="Override the plan's training.max_epochs"),
     threads: int | None = typer.Option(None, "--threads", help="torch CPU threads (default: torch's choice)"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
     quiet: bool = typer.Option(False, "--quiet", help="No progress bar"),
 ) -> None:
     """Train the single-partner model with early stopping on validation AUC-PR; write model/ files."""
     from consortium.plan import Plan
     from data_prep.errors import InputError
     from data_prep.prepared import PreparedData
+    from partner_kit.device import resolve_device
     from partner_kit.training import fit
     from partner_kit.weights import read_trunk
 
     _set_threads(threads)
+    resolve_device(device)  # `--device cuda` without a GPU: one clear error before any data is read
     plan = Plan.load(plan_path)
     if freeze_trunk and init_trunk is None:
         raise InputError("--freeze-trunk needs --init-trunk: a frozen random trunk would learn nothing")
     data = PreparedData.load(prepared)
     trunk = read_trunk(init_trunk, plan) if init_trunk is not None else None
     metrics = fit(plan, data, out, valid_fold=valid_fold, test_fold=test_fold, seed=seed, init_trunk=trunk,
-                  freeze_trunk=freeze_trunk, progress=not quiet, max_epochs=max_epochs, source=str(prepared))
+                  freeze_trunk=freeze_trunk, progress=not quiet, max_epochs=max_epochs, source=str(prepared),
+                  device=device)
     console.print(_metric_table(f"best epoch {metrics['best_epoch']} of {metrics['epochs_run']}",
                                 {f"valid (fold {valid_fold})": metrics["valid"],
                                  f"test (fold {test_fold})": metrics["test"]}))

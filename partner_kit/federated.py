@@ -67,6 +67,8 @@ class PartnerConfig:
     #: This partner's `data-prep reference-hash` (plan + key + kit), sent with every trunk reply so the
     #: consortium can refuse a partner whose key or kit differs; "" = not computed (embedded demos).
     reference_hash: str = ""
+    #: torch device this partner trains on ("cpu", "cuda", "auto"): private, never sent.
+    device: str = "cpu"
 
     @classmethod
     def from_node_config(cls, cfg: Mapping[str, Any]) -> PartnerConfig:
@@ -78,7 +80,7 @@ class PartnerConfig:
                    name=str(cfg.get("name", "partner")), seed=None if seed in (None, "", -1) else int(seed),
                    valid_fold=int(cfg.get("valid-fold", 1)), test_fold=int(cfg.get("test-fold", 0)),
                    score_every=int(cfg.get("score-every", 1)),
-                   reference_hash=str(cfg.get("reference-hash", "")))
+                   reference_hash=str(cfg.get("reference-hash", "")), device=str(cfg.get("device", "cpu")))
 
     def to_node_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"plan": str(self.plan), "prepared": str(self.prepared), "model": str(self.model),
@@ -88,6 +90,8 @@ class PartnerConfig:
             cfg["seed"] = self.seed
         if self.reference_hash:
             cfg["reference-hash"] = self.reference_hash
+        if self.device != "cpu":
+            cfg["device"] = self.device
         return cfg
 
 
@@ -167,7 +171,7 @@ class FederatedPartner:
         check_plans(None, self.plan, cfg.plan, self.data.manifest, cfg.prepared)
         self.seed = int(self.plan.training.seed if cfg.seed is None else cfg.seed)
         self.trainer = LocalTrainer(self.plan, self.data, valid_fold=cfg.valid_fold, test_fold=cfg.test_fold,
-                                    seed=self.seed, source=str(cfg.prepared))
+                                    seed=self.seed, source=str(cfg.prepared), device=cfg.device)
         # Fresh heads of this seed, so a partner restarting at round 1 starts exactly as the first time.
         self._initial_private = {k: v.clone() for k, v in self.trainer.model.heads.state_dict().items()}
         self._initial_head_opt = self.trainer.head_optimizer.state_dict()
@@ -290,7 +294,8 @@ class FederatedPartner:
         better on its own validation fold — never the test fold. Trunk and heads both train; nothing is sent.
         """
         t = LocalTrainer(self.plan, self.data, valid_fold=self.cfg.valid_fold, test_fold=self.cfg.test_fold,
-                         seed=derive_seed(self.seed, FINETUNE_SEED), source=str(self.cfg.prepared))
+                         seed=derive_seed(self.seed, FINETUNE_SEED), source=str(self.cfg.prepared),
+                         device=self.cfg.device)
         t.model.load_state_dict(model.state_dict())
         run = train_early_stopping(t, self.plan.federation.finetune_epochs, self.plan.training.patience,
                                    keep_start=True)

@@ -24,6 +24,7 @@ import typer
 from consortium.plan import Plan
 from data_prep.console import console
 from data_prep.errors import InputError
+from partner_kit.device import DEVICE_HELP
 from partner_kit.supernode import DEFAULT_POLL_S
 from partner_kit.wire_audit import AUDIT_KEY
 
@@ -230,14 +231,17 @@ def join_command(
                                        "cores; set it when several partners share one machine)"),
     warm: bool = typer.Option(True, "--warm/--cold", help="Fork each ClientApp process from a warm parent "
                               "(--warm) or let Flower start a fresh Python per message (--cold)"),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP + " (private: never sent)"),
 ) -> None:
     """Join a federated run: start this partner's SuperNode; heads and data stay on this machine."""
     import time
 
+    from partner_kit.device import resolve_device
     from partner_kit.federated import PartnerConfig
 
+    resolve_device(device)  # `--device cuda` without a GPU fails here, before anything connects
     cfg = resolve(PartnerConfig(plan=plan_path, prepared=prepared, model=model, name=name, seed=seed,
-                                valid_fold=valid_fold, test_fold=test_fold))
+                                valid_fold=valid_fold, test_fold=test_fold, device=device))
     plan = check_partner(cfg)
     if not insecure and root_certificates is None:
         raise InputError("joining over TLS needs --root-certificates (the consortium's ca.crt); --insecure is for "

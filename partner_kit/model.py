@@ -84,14 +84,21 @@ class MultitaskModel(nn.Module):
     def forward(self, x: SparseBatch) -> tuple[torch.Tensor, torch.Tensor]:
         return self.heads(self.trunk(x))
 
+    @property
+    def device(self) -> torch.device:
+        return self.trunk.input.weight.device
+
     @torch.no_grad()
     def predict(self, x: SparseBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(class probabilities, regression values in the data's units); eval mode, no dropout."""
+        """(class probabilities, regression values in the data's units) on the CPU; eval mode, no dropout.
+
+        The batch is moved to the model's device and the read-outs back, so callers never see the device.
+        """
         was_training = self.training
         self.eval()
         try:
-            logits, regr = self(x)
-            return torch.sigmoid(logits), self.heads.regression_values(regr)
+            logits, regr = self(x.to(self.device))
+            return torch.sigmoid(logits).cpu(), self.heads.regression_values(regr).cpu()
         finally:
             self.train(was_training)
 

@@ -31,6 +31,7 @@ from data_prep.prediction import read_frame
 from data_prep.prepared import PreparedData
 from partner_kit.batching import SparseBatch
 from partner_kit.conformal import DEFAULT_SIGNIFICANCE, ConformalModel, prediction_set_matrix
+from partner_kit.device import resolve_device
 from partner_kit.weights import load_model
 
 MAX_MOLECULES = 100_000
@@ -107,24 +108,59 @@ class Molecules:
                    list(range(1, len(smiles) + 1)))
 
 
-@dataclass
-class Prediction:
-    """One row per input molecule (in input order) as named columns; `x` holds their keyed fingerprints.
+@dataclass(frozen=True)
+class Layout:
+    """Where every output column sits: built once per predictor, shared by every `Prediction` it makes.
 
-    Columns stay plain arrays/lists: building a pandas frame of ~6,000 columns (2,000 tasks) costs more than
-    predicting one molecule, so the API and the page read rows straight from the columns and only the CSV builds
-    `table`.
+    The per-task columns come as a few 2-D blocks (probabilities, sets, p-values, interval ends); `order` is the
+    CSV's column order (per task its set and p-values side by side) and `positions[b]` the places of block b's
+    columns in it, so a row is assembled by one array assignment per block instead of ~8,000 dict inserts.
     """
 
-    columns: dict[str, Any]
+    meta: tuple[str, ...]  # row, name, smiles, standardized_smiles, error[, max_similarity_to_training]
+    blocks: tuple[tuple[str, ...], ...]
+    order: tuple[str, ...]
+    positions: tuple[np.ndarray, ...]  # the meta columns' places first, then each block's
+
+    @classmethod
+    def of(cls, meta: list[str], blocks: list[list[str]], order: list[str]) -> Layout:
+        where = {name: i for i, name in enumerate(order)}
+        if len(where) != len(order) or set(where) != set(meta).union(*blocks):
+            raise ValueError("column layout: every column must appear exactly once")
+        positions = tuple(np.array([where[n] for n in names], dtype=np.int64) for names in [meta, *blocks])
+        return cls(tuple(meta), tuple(tuple(b) for b in blocks), tuple(order), positions)
+
+
+@dataclass
+class Prediction:
+    """One row per input molecule (in input order); `x` holds their keyed fingerprints.
+
+    The per-task values stay 2-D blocks (molecules x tasks): a pandas frame or a dict of ~8,000 columns (2,000
+    tasks) costs more than predicting one molecule, so the API and the page convert rows straight from the blocks
+    and only the CSV builds `table`.
+    """
+
+    meta: dict[str, list[Any] | np.ndarray]
+    blocks: list[np.ndarray]  # in `layout.blocks` order
+    layout: Layout
     task_columns: list[str]
     x: sp.csr_matrix
-    #: the per-task columns again as 2-D blocks (names, molecules x names): `records` converts a block at once
-    blocks: list[tuple[list[str], np.ndarray]] = field(default_factory=list)
     _table: pd.DataFrame | None = None
 
     def __len__(self) -> int:
-        return len(self.columns["row"])
+        return len(self.meta["row"])
+
+    @property
+    def column_names(self) -> list[str]:
+        return list(self.layout.order)
+
+    @property
+    def columns(self) -> dict[str, Any]:
+        """Every column by name, in output order (built on demand: the CSV and the page's column checks)."""
+        by_name: dict[str, Any] = dict(self.meta)
+        for names, block in zip(self.layout.blocks, self.blocks, strict=True):
+            by_name.update(zip(names, block.T, strict=True))
+        return {name: by_name[name] for name in self.layout.order}
 
     @property
     def table(self) -> pd.DataFrame:
@@ -133,26 +169,23 @@ class Prediction:
         return self._table
 
     def records(self, limit: int | None = None) -> list[dict[str, Any]]:
-        """Rows as dicts of Python values (NaN and ±inf as None), the first `limit` of them."""
+        """Rows as dicts of Python values (NaN and ±inf as None) in column order, the first `limit` of them."""
         n = len(self) if limit is None else min(limit, len(self))
-        rows: list[dict[str, Any]] = [{} for _ in range(n)]
-        covered: set[str] = set()
-        for names, block in self.blocks:  # one conversion per block (2,000 tasks: ~8,000 columns in 6 blocks)
-            for row, values in zip(rows, _python_values(block[:n]), strict=True):
-                row.update(zip(names, values, strict=True))
-            covered.update(names)
-        for name, column in self.columns.items():
-            if name not in covered:
-                for row, value in zip(rows, _python_values(np.asarray(column[:n], dtype=object)), strict=True):
-                    row[name] = value
-        return [{k: row[k] for k in self.columns} for row in rows]  # the columns' order
+        out = np.empty((n, len(self.layout.order)), dtype=object)
+        meta_at, *block_at = self.layout.positions
+        for place, name in zip(meta_at, self.layout.meta, strict=True):
+            out[:, place] = _python_values(np.asarray(self.meta[name][:n], dtype=object))
+        for places, block in zip(block_at, self.blocks, strict=True):
+            out[:, places] = _objects(block[:n])
+        order = self.layout.order
+        return [dict(zip(order, row, strict=True)) for row in out.tolist()]
 
 
 class Predictor:
     """A partner's model ready to score SMILES; build once, call `predict` per request."""
 
     def __init__(self, model_dir: str | Path, key: str | Path | bytes, prepared: str | Path | None = None,
-                 significance: float = DEFAULT_SIGNIFICANCE) -> None:
+                 significance: float = DEFAULT_SIGNIFICANCE, device: str = "cpu") -> None:
         if not 0 < significance < 1:
             raise InputError(f"--significance {significance} must be between 0 and 1 (e.g. 0.2 for 80 % sets)")
         self.model_dir = Path(model_dir)
@@ -164,6 +197,7 @@ class Predictor:
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{self.model_dir / 'model.json'} is damaged ({type(exc).__name__}: {exc}); "
                              "copy the model directory again or retrain it") from None
+        self.model.to(resolve_device(device))  # `model.predict` moves batches there and read-outs back
         self.key = key if isinstance(key, bytes) else load_key(key)
         expected = (self.info.get("prepared_manifest") or {}).get("key_check_hash")
         if expected and expected != key_check_hash(self.key):
@@ -175,6 +209,8 @@ class Predictor:
         self._explainer = None
         self._featurizer = None
         self._lock = threading.Lock()
+        self._layouts: dict[int, Layout] = {}
+        self._half_widths: np.ndarray | None = None
 
     def _training_set(self, prepared: str | Path):  # -> neighbours.TrainingSet
         from partner_kit.neighbours import TrainingSet
@@ -221,46 +257,48 @@ class Predictor:
         p, v = self.model.predict(SparseBatch.from_csr(x))
         prob, values = p.numpy().astype(np.float64), v.numpy().astype(np.float64)
         failed = np.array([e is not None for e in errors], dtype=bool)
-        columns: dict[str, Any] = {
+        meta: dict[str, Any] = {
             "row": list(molecules.rows), "name": list(molecules.names), "smiles": list(molecules.smiles),
             "standardized_smiles": [s or "" for s in standardized], "error": [e or "" for e in errors],
         }
         if self.training is not None:
-            columns["max_similarity_to_training"] = np.where(failed, np.nan,
-                                                             np.round(max_tanimoto(x, self.training.x), 3))
+            meta["max_similarity_to_training"] = np.where(failed, np.nan,
+                                                          np.round(max_tanimoto(x, self.training.x), 3))
         n_class = prob.shape[1]
         outputs = np.where(failed[:, None], np.nan, np.concatenate([prob, values], axis=1))
-        rounded = np.round(outputs, 4)
-        for j, label in enumerate(self.labels):
-            columns[label] = rounded[:, j]
-        blocks = [(list(self.labels), rounded)]
+        blocks = [np.round(outputs, 4)]
         if self.conformal is not None:
-            blocks += self._conformal_columns(columns, outputs, n_class)
-        return Prediction(columns=columns, task_columns=self.labels, x=x, blocks=blocks)
+            blocks += self._conformal_blocks(outputs, n_class)
+        return Prediction(meta=meta, blocks=blocks, layout=self._layout(n_class), task_columns=self.labels, x=x)
 
-    def _conformal_columns(self, columns: dict[str, Any], outputs: np.ndarray,
-                           n_class: int) -> list[tuple[list[str], np.ndarray]]:
-        """Per task its conformal set and p-values (classification) or interval (regression), all tasks at once;
-        adds the columns and returns them as blocks."""
-        labels = self.labels
+    def _layout(self, n_class: int) -> Layout:
+        """The output columns (the same for every request of this predictor): built on the first one."""
+        if self._layouts.get(n_class) is None:
+            labels = self.labels
+            meta = ["row", "name", "smiles", "standardized_smiles", "error"]
+            meta += ["max_similarity_to_training"] if self.training is not None else []
+            blocks, order = [list(labels)], meta + list(labels)
+            if self.conformal is not None:
+                cls, regr = labels[:n_class], labels[n_class:]
+                blocks += [[f"{label} {suffix}" for label in cls] for suffix in ("set", "p(active)", "p(inactive)")]
+                blocks += [[f"{label} {suffix}" for label in regr] for suffix in ("low", "high")]
+                order += [f"{label} {suffix}" for label in cls for suffix in ("set", "p(active)", "p(inactive)")]
+                order += [f"{label} {suffix}" for label in regr for suffix in ("low", "high")]
+            self._layouts[n_class] = Layout.of(meta, blocks, order)
+        return self._layouts[n_class]
+
+    def _conformal_blocks(self, outputs: np.ndarray, n_class: int) -> list[np.ndarray]:
+        """Per task its conformal set and p-values (classification) or interval (regression), all tasks at once:
+        the blocks set, p(active), p(inactive), low, high (molecules x tasks each)."""
         indices = [int(t.get("task_index", j)) for j, t in enumerate(self.tasks)]
         p0, p1 = self.conformal.p_value_matrix(indices[:n_class], outputs[:, :n_class])
         sets = prediction_set_matrix(p0, p1, self.significance)
-        p0, p1 = np.round(p0, 4), np.round(p1, 4)
-        for j in range(n_class):
-            columns[f"{labels[j]} set"] = sets[:, j].tolist()
-            columns[f"{labels[j]} p(active)"] = p1[:, j]
-            columns[f"{labels[j]} p(inactive)"] = p0[:, j]
-        half = np.array([self.conformal.half_width(i, self.significance) for i in indices[n_class:]])
+        if self._half_widths is None:  # fixed per predictor: the significance is
+            self._half_widths = np.array([self.conformal.half_width(i, self.significance)
+                                          for i in indices[n_class:]], dtype=np.float64)
+        half = self._half_widths
         low, high = np.round(outputs[:, n_class:] - half, 4), np.round(outputs[:, n_class:] + half, 4)
-        for k, j in enumerate(range(n_class, len(labels))):
-            columns[f"{labels[j]} low"] = low[:, k]
-            columns[f"{labels[j]} high"] = high[:, k]
-        names = {suffix: [f"{label} {suffix}" for label in labels[:n_class]]
-                 for suffix in ("set", "p(active)", "p(inactive)")}
-        regr = {suffix: [f"{label} {suffix}" for label in labels[n_class:]] for suffix in ("low", "high")}
-        return [(names["set"], sets), (names["p(active)"], p1), (names["p(inactive)"], p0),
-                (regr["low"], low), (regr["high"], high)]
+        return [sets, np.round(p1, 4), np.round(p0, 4), low, high]
 
     # ---- one molecule in depth: why (atom contributions) and based on what (neighbours) -----------------
     def explainer(self):  # -> explain.Explainer
@@ -301,6 +339,15 @@ class Predictor:
         if self.training is not None:
             out["neighbours"] = self.training.neighbours(result.x[0], k)
         return out
+
+
+def _objects(block: np.ndarray) -> np.ndarray:
+    """A numeric block as Python floats with NaN and ±inf as None; other blocks (sets: strings) as they are."""
+    if block.dtype.kind != "f":
+        return block
+    values = block.astype(object)
+    values[~np.isfinite(block)] = None
+    return values
 
 
 def _python_values(block: np.ndarray) -> list:

@@ -9,6 +9,7 @@ import typer
 from data_prep.atomic import write_atomic
 from data_prep.console import console, friendly_errors
 from data_prep.errors import InputError
+from partner_kit.device import DEVICE_HELP
 
 DEFAULT_SIGNIFICANCE = 0.2  # partner_kit.conformal.DEFAULT_SIGNIFICANCE; not imported: start-up stays instant
 SIGNIFICANCE_HELP = "Conformal significance ε: sets hold the true label for ≥ 1 − ε of molecules per class"
@@ -35,13 +36,16 @@ def predict(
     prepared: Path | None = typer.Option(None, "--prepared",
                                          help="The partner's prepared training data: similarity to training"),
     significance: float = typer.Option(DEFAULT_SIGNIFICANCE, "--significance", help=SIGNIFICANCE_HELP),
+    device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
 ) -> None:
     """Predict per-assay activity for a file of molecules; every input row keeps its place, failures say why."""
+    from partner_kit.device import resolve_device
     from partner_kit.predict import Predictor, read_molecules
 
+    resolve_device(device)  # `--device cuda` without a GPU: one clear error before any work
     _check_out(out)
     molecules = read_molecules(input)
-    table = Predictor(model, key, prepared, significance).predict(molecules).table
+    table = Predictor(model, key, prepared, significance, device=device).predict(molecules).table
     try:
         write_atomic(out, lambda p: table.to_csv(p, index=False))
     except OSError as exc:

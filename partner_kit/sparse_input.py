@@ -31,20 +31,24 @@ class _SparseRowsLinear(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, weight: torch.Tensor, batch: SparseBatch,  # type: ignore[override]
-                values: torch.Tensor) -> torch.Tensor:
+                values: torch.Tensor, native: bool = False) -> torch.Tensor:
         ctx.weight_shape = weight.shape
-        ctx.batch, ctx.values = batch, values
+        ctx.batch, ctx.values, ctx.native = batch, values, native
         return F.embedding_bag(batch.indices, weight, batch.offsets, mode="sum", per_sample_weights=values)
 
     @staticmethod
-    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None]:  # type: ignore[override]
+    def backward(ctx, grad_out: torch.Tensor) -> tuple[torch.Tensor, None, None, None]:  # type: ignore[override]
         batch: SparseBatch = ctx.batch
-        xt = batch.local_transpose(ctx.values)
-        block = torch.from_numpy(np.asarray(xt @ grad_out.contiguous().numpy(), dtype=np.float32))
+        if ctx.native:
+            # Device-generic (GPU) path: the same X_local^T @ grad_out with torch's own sparse product.
+            block = torch.sparse.mm(batch.local_transpose_torch(ctx.values.detach()), grad_out.contiguous())
+        else:
+            xt = batch.local_transpose(ctx.values)
+            block = torch.from_numpy(np.asarray(xt @ grad_out.contiguous().numpy(), dtype=np.float32))
         sparse = torch.sparse_coo_tensor(
             batch.cols.unsqueeze(0), block, ctx.weight_shape, is_coalesced=True, check_invariants=False
         )
-        return sparse, None, None
+        return sparse, None, None, None
 
 
 class SparseInput(nn.Module):
@@ -52,6 +56,8 @@ class SparseInput(nn.Module):
 
     With gradients enabled the weight receives a sparse COO gradient over the batch's unique feature rows only;
     without them (evaluation, frozen trunk) the batch is summed straight from the full table, nothing copied.
+    `native` (set by the trainer: any non-CPU device) computes that gradient with torch-native sparse ops on
+    the weight's device instead of scipy on the CPU.
     """
 
     def __init__(self, n_features: int, out_features: int, input_dropout: float = 0.0) -> None:
@@ -59,6 +65,7 @@ class SparseInput(nn.Module):
         self.n_features = n_features
         self.out_features = out_features
         self.input_dropout = input_dropout
+        self.native = False
         self.weight = nn.Parameter(torch.empty(n_features, out_features))
         self.bias = nn.Parameter(torch.empty(out_features))
         self.reset_parameters()
@@ -74,7 +81,8 @@ class SparseInput(nn.Module):
         if self.training and self.input_dropout > 0:
             values = F.dropout(values, self.input_dropout, training=True)
         if self.weight.requires_grad and torch.is_grad_enabled():
-            out = _SparseRowsLinear.apply(self.weight, batch, values)
+            native = self.native or self.weight.device.type != "cpu"
+            out = _SparseRowsLinear.apply(self.weight, batch, values, native)
         else:
             out = F.embedding_bag(batch.indices, self.weight, batch.offsets, mode="sum",
                                   per_sample_weights=values)
@@ -115,7 +123,7 @@ class LazyAdam(torch.optim.Optimizer):
         workspace: dict[str, torch.Tensor] = self.__dict__.setdefault("_workspace_buffers", {})
         buf = workspace.get(name)
         if buf is None or buf.shape[0] < n or buf.shape[1:] != like.shape[1:] or buf.dtype != like.dtype:
-            buf = torch.empty((max(n, 1), *like.shape[1:]), dtype=like.dtype)
+            buf = torch.empty((max(n, 1), *like.shape[1:]), dtype=like.dtype, device=like.device)
             workspace[name] = buf
         return buf[:n]
 
@@ -131,10 +139,12 @@ class LazyAdam(torch.optim.Optimizer):
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros((), dtype=torch.int64)
+                    state["step"] = torch.zeros((), dtype=torch.int64, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                    state["row_step"] = torch.zeros(p.shape[0], dtype=torch.int64)
+                    state["row_step"] = torch.zeros(p.shape[0], dtype=torch.int64, device=p.device)
+                elif state["step"].device != p.device:  # load_state_dict leaves "step" where it was saved
+                    state["step"] = state["step"].to(p.device)
                 state["step"] += 1
                 rows, g = _rows_and_values(p.grad)
                 if wd:
@@ -179,7 +189,7 @@ class LazyAdam(torch.optim.Optimizer):
 def _rows_and_values(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Row ids and row gradients of a sparse row gradient (or all rows of a dense one)."""
     if not grad.is_sparse:
-        return torch.arange(grad.shape[0]), grad
+        return torch.arange(grad.shape[0], device=grad.device), grad
     rows = grad._indices()[0]
     # Autograd may drop the coalesced flag; rows from one backward are unique, so check before paying
     # for a full coalesce (which sorts and copies the values).

@@ -23,6 +23,7 @@ from data_prep.console import console
 from data_prep.errors import InputError
 from data_prep.prepared import PreparedData
 from partner_kit.batching import Batch, CsrBatcher, batch_size_for, epoch_batches, step_batches
+from partner_kit.device import resolve_device, uses_native_sparse
 from partner_kit.losses import censored_mse, masked_bce
 from partner_kit.metrics import Evaluation, evaluate_predictions
 from partner_kit.model import MultitaskModel, build_model
@@ -61,10 +62,15 @@ def derive_seed(*parts: int) -> int:
 
 
 class LocalTrainer:
-    """Trains one partner's model on its prepared data; train rows are those outside the valid/test folds."""
+    """Trains one partner's model on its prepared data; train rows are those outside the valid/test folds.
+
+    `device` ("cpu", "cuda", "auto"; see `partner_kit.device`): model, batches and optimizer state live there;
+    the matrices stay in host memory and each batch is copied over. The CPU path is unchanged by it.
+    """
 
     def __init__(self, plan: Plan, data: PreparedData, *, valid_fold: int = 1, test_fold: int = 0,
-                 seed: int | None = None, freeze_trunk: bool = False, source: str = "prepared data") -> None:
+                 seed: int | None = None, freeze_trunk: bool = False, source: str = "prepared data",
+                 device: str = "cpu") -> None:
         _check_data(plan, data, source)
         n_folds = plan.data.folds.n_folds
         for name, fold in (("validation", valid_fold), ("test", test_fold)):
@@ -76,6 +82,7 @@ class LocalTrainer:
         self.valid_fold, self.test_fold = int(valid_fold), int(test_fold)
         self.seed = int(plan.training.seed if seed is None else seed)
         self.freeze_trunk = freeze_trunk
+        self.device = resolve_device(device)
         self.batcher = CsrBatcher(data)
         tasks = data.tasks
         self.class_tasks, self.regr_tasks = data.class_tasks, data.regr_tasks
@@ -92,10 +99,13 @@ class LocalTrainer:
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             self.model: MultitaskModel = build_model(plan, tasks)
+        self.model.to(self.device)  # seeded on the CPU first, so every device starts from the same weights
+        self.model.trunk.input.native = uses_native_sparse(device, self.device)
         self._set_regression_scale()
-        self.class_weight = torch.tensor(self.class_tasks["training_weight"].to_numpy(np.float32))
-        self.regr_weight = torch.tensor(self.regr_tasks["training_weight"].to_numpy(np.float32))
-        self.censored_weight = torch.tensor(self.regr_tasks["censored_weight"].to_numpy(np.float32))
+        dev = self.device
+        self.class_weight = torch.tensor(self.class_tasks["training_weight"].to_numpy(np.float32), device=dev)
+        self.regr_weight = torch.tensor(self.regr_tasks["training_weight"].to_numpy(np.float32), device=dev)
+        self.censored_weight = torch.tensor(self.regr_tasks["censored_weight"].to_numpy(np.float32), device=dev)
         if freeze_trunk:
             self.model.trunk.requires_grad_(False)
         self.trunk_optimizers: list[torch.optim.Optimizer] = []
@@ -149,7 +159,7 @@ class LocalTrainer:
         return loss
 
     def _step(self, rows: np.ndarray) -> float:
-        batch = self.batcher.batch(rows)
+        batch = self.batcher.batch(rows).to(self.device)
         optimizers = [*self.trunk_optimizers, self.head_optimizer]
         for opt in optimizers:
             opt.zero_grad(set_to_none=True)
@@ -206,7 +216,7 @@ class LocalTrainer:
             total = 0.0
             for start in range(0, rows.size, EVAL_BATCH_ROWS):
                 chunk = rows[start:start + EVAL_BATCH_ROWS]
-                total += float(self.loss(self.batcher.batch(chunk))) * chunk.size
+                total += float(self.loss(self.batcher.batch(chunk).to(self.device))) * chunk.size
             return total / rows.size
         finally:
             self.model.train(was)
@@ -321,8 +331,8 @@ def predict_rows(model: MultitaskModel, batcher: CsrBatcher, rows: np.ndarray) -
     probs, regrs = [], []
     for start in range(0, len(rows), EVAL_BATCH_ROWS):
         p, r = model.predict(batcher.inputs(rows[start:start + EVAL_BATCH_ROWS]))
-        probs.append(p.numpy())
-        regrs.append(r.numpy())
+        probs.append(p.cpu().numpy())
+        regrs.append(r.cpu().numpy())
     if not probs:
         return (np.zeros((0, model.heads.n_class), np.float32), np.zeros((0, model.heads.n_regr), np.float32))
     return np.concatenate(probs), np.concatenate(regrs)
@@ -396,13 +406,14 @@ def train_early_stopping(trainer: LocalTrainer, max_epochs: int, patience: int,
 
 def fit(plan: Plan, data: PreparedData, out_dir: Path, *, valid_fold: int = 1, test_fold: int = 0,
         seed: int | None = None, init_trunk: dict[str, np.ndarray] | None = None, freeze_trunk: bool = False,
-        progress: bool = True, max_epochs: int | None = None, source: str = "prepared data") -> dict[str, Any]:
+        progress: bool = True, max_epochs: int | None = None, source: str = "prepared data",
+        device: str = "cpu") -> dict[str, Any]:
     """Train with early stopping on the validation AUC-PR, keep the best epoch, save it to `out_dir`.
 
     Returns the metrics written to `metrics.json`: best epoch, validation and test aggregates, history.
     """
     trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed,
-                           freeze_trunk=freeze_trunk, source=source)
+                           freeze_trunk=freeze_trunk, source=source, device=device)
     if init_trunk is not None:
         trainer.set_trunk(init_trunk)
     started = time.perf_counter()
