@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -125,8 +125,8 @@ class Layout:
     @classmethod
     def of(cls, meta: list[str], blocks: list[list[str]], order: list[str]) -> Layout:
         where = {name: i for i, name in enumerate(order)}
-        if len(where) != len(order) or set(where) != set(meta).union(*blocks):
-            raise ValueError("column layout: every column must appear exactly once")
+        if len(where) != len(order) or set(where) != set(meta).union(*blocks) or order[:len(meta)] != meta:
+            raise ValueError("column layout: the meta columns first, then every block column exactly once")
         positions = tuple(np.array([where[n] for n in names], dtype=np.int64) for names in [meta, *blocks])
         return cls(tuple(meta), tuple(tuple(b) for b in blocks), tuple(order), positions)
 

@@ -220,7 +220,7 @@ def create_app(predictor: Predictor) -> Flask:
         except InputError as exc:
             return api_error(str(exc))
         return jsonify({"significance": predictor.significance, "tasks": predictor.labels,
-                        "columns": list(result.columns), "rows": result.records()})
+                        "columns": result.column_names, "rows": result.records()})
 
     @app.post("/api/molecule")
     def api_molecule() -> tuple[Response, int] | Response:
