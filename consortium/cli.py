@@ -41,6 +41,9 @@ def init(
     finetune_epochs: int = typer.Option(0, help="Epochs of private fine-tuning after the last round (0 = off)"),
     secure_aggregation: bool = typer.Option(False, "--secagg", help="Use Flower SecAgg+"),
     min_partners: int = typer.Option(2, help="Partners needed for a round"),
+    dp_noise_multiplier: float = typer.Option(0.0, help="Differential privacy: noise multiplier σ (0 = DP off)"),
+    dp_clipping_norm: float = typer.Option(1.0, help="Differential privacy: L2 bound of each partner's update"),
+    dp_delta: float = typer.Option(1e-5, help="Differential privacy: δ at which ε is reported"),
     force: bool = typer.Option(False, "--force", help="Overwrite an existing plan"),
 ) -> None:
     """Write a consortium plan with MELLODDY-TUNER defaults; give it to every partner."""
@@ -56,6 +59,8 @@ def init(
         federation=FederationSpec(
             rounds=rounds, schedule=schedule, local_steps=local_steps, trunk_optimizer=trunk_optimizer,
             finetune_epochs=finetune_epochs, secure_aggregation=secure_aggregation, min_partners=min_partners,
+            dp_enabled=dp_noise_multiplier > 0, dp_noise_multiplier=dp_noise_multiplier or 1.0,
+            dp_clipping_norm=dp_clipping_norm, dp_delta=dp_delta,
         ),
     )
     plan.save(out)
@@ -313,6 +318,10 @@ def status(
         ("round seconds", ", ".join(f"{s:.1f}" for s in st.get("round_seconds", [])) or "-"),
         ("refused replies", str(len(st.get("refused", [])))), ("ledger", chain), ("updated", str(st.get("updated"))),
     ]
+    if st.get("dp"):
+        dp = st["dp"]
+        rows.insert(4, ("differential privacy", f"ε = {dp['epsilon']:.3g} at δ = {dp['delta']:g} so far "
+                        f"(σ {dp['noise_multiplier']:g}, clip {dp['clipping_norm']:g}; partner-level)"))
     if st.get("no_round_nodes"):
         rows.append(("joined, no round", ", ".join(map(str, st["no_round_nodes"])) + " (no federated model: joined "
                      "after the last round or refused)"))

@@ -43,9 +43,12 @@ class LedgerEntry:
     prev_sha256: str
     #: Replies left out of this round, with the reason (node id: why); omitted from the line when none.
     refused: list[str] = field(default_factory=list)
+    #: Differential privacy: cumulative ε at the plan's δ after this round; omitted when DP is off.
+    dp_epsilon: float | None = None
 
     def to_line(self) -> bytes:
-        fields = {k: v for k, v in self.__dict__.items() if not (k == "refused" and not v)}
+        fields = {k: v for k, v in self.__dict__.items()
+                  if not (k == "refused" and not v) and not (k == "dp_epsilon" and v is None)}
         return json.dumps(fields, sort_keys=True, separators=(",", ":")).encode()
 
 
@@ -67,13 +70,15 @@ class Ledger:
         return entries[-1].round if entries else 0
 
     def append(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
-               losses: list[float], trunk_sha256: str, refused: list[str] | None = None) -> LedgerEntry:
+               losses: list[float], trunk_sha256: str, refused: list[str] | None = None,
+               dp_epsilon: float | None = None) -> LedgerEntry:
         entry = self.next_entry(round=round, plan_hash=plan_hash, node_ids=node_ids, examples=examples,
-                                losses=losses, trunk_sha256=trunk_sha256, refused=refused)
+                                losses=losses, trunk_sha256=trunk_sha256, refused=refused, dp_epsilon=dp_epsilon)
         return self.write(entry)
 
     def next_entry(self, *, round: int, plan_hash: str, node_ids: list[int], examples: list[int],
-                   losses: list[float], trunk_sha256: str, refused: list[str] | None = None) -> LedgerEntry:
+                   losses: list[float], trunk_sha256: str, refused: list[str] | None = None,
+                   dp_epsilon: float | None = None) -> LedgerEntry:
         """The line `append` would write, not yet written: its hash goes into the round's checkpoint first."""
         entries = self.entries()  # verifies the chain before extending it
         if entries and round != entries[-1].round + 1:
@@ -85,6 +90,7 @@ class Ledger:
             node_ids=[int(n) for n in node_ids], examples=[int(e) for e in examples],
             losses=[float(x) for x in losses], trunk_sha256=trunk_sha256, prev_sha256=prev,
             refused=[str(r) for r in refused or []],
+            dp_epsilon=None if dp_epsilon is None else _finite_or_str(dp_epsilon),
         )
         return entry
 
@@ -100,6 +106,14 @@ class Ledger:
             fh.flush()
             os.fsync(fh.fileno())
         return entry
+
+
+def _finite_or_str(value: float) -> float:
+    """ε as a JSON number; an infinite ε (no noise) would not be valid JSON, so it is refused here."""
+    value = float(value)
+    if not value < float("inf"):
+        raise LedgerError(f"ε = {value} cannot be recorded; a DP plan needs federation.dp_noise_multiplier > 0")
+    return value
 
 
 def _lines(path: Path) -> list[bytes]:

@@ -6,6 +6,7 @@ the trunk architecture, the local training settings and the federation schedule,
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,6 +76,13 @@ class FederationSpec:
     secagg_clipping_range: float = 8.0
     secagg_quantization_range: int = 4194304
     fp16_wire: bool = False
+    #: Differential privacy (`consortium.privacy`): each partner clips its trunk update to L2 norm
+    #: `dp_clipping_norm`, the server adds Gaussian noise (`dp_noise_multiplier` x the sensitivity) to the mean
+    #: and records the cumulative ε at `dp_delta` in every ledger line. Partner-level DP.
+    dp_enabled: bool = False
+    dp_clipping_norm: float = 1.0
+    dp_noise_multiplier: float = 1.0
+    dp_delta: float = 1e-5
     #: Largest training-example count a reply may claim (FedAvg weight): a partner cannot outweigh the rest.
     max_examples: int = 10_000_000
     #: Largest update a reply may make, as a multiple of the sent trunk's L2 norm (1e30 weights are refused).
@@ -110,6 +118,24 @@ class FederationSpec:
             raise InputError(f"plan: federation.secagg_clipping_range must be > 0 and "
                              f"federation.secagg_quantization_range >= 1, got {self.secagg_clipping_range} and "
                              f"{self.secagg_quantization_range}")
+        self._check_dp()
+
+    def _check_dp(self) -> None:
+        for key in ("dp_clipping_norm", "dp_noise_multiplier", "dp_delta"):
+            value = getattr(self, key)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InputError(f"plan: federation.{key} must be a finite number, got {value!r}")
+        if not self.dp_clipping_norm > 0 or not self.dp_noise_multiplier >= 0:
+            raise InputError("plan: federation.dp_clipping_norm must be > 0 and federation.dp_noise_multiplier "
+                             f">= 0, got {self.dp_clipping_norm} and {self.dp_noise_multiplier}")
+        if not 0 < self.dp_delta < 1:
+            raise InputError(f"plan: federation.dp_delta must be in (0, 1) (e.g. 1e-5), got {self.dp_delta}")
+        if self.dp_enabled and self.dp_noise_multiplier == 0:
+            raise InputError("plan: federation.dp_enabled with federation.dp_noise_multiplier = 0 adds no noise "
+                             "(ε = infinity); set a noise multiplier > 0 (e.g. 1.0) or turn dp_enabled off")
+        if self.dp_enabled and self.fp16_wire:
+            raise InputError("plan: federation.dp_enabled and federation.fp16_wire together: float16 rounding of "
+                             "every trunk value would push clipped updates past dp_clipping_norm; turn one off")
 
     @property
     def steps_per_round(self) -> int | None:

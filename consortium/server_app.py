@@ -137,6 +137,7 @@ class RunRecorder:
             round=result.round, plan_hash=self.s.plan.hash, node_ids=[u.node_id for u in result.updates],
             examples=[u.examples for u in result.updates], losses=[u.loss for u in result.updates],
             trunk_sha256=trunk_sha256(result.trunk), refused=[*self._refused_now, *result.refused],
+            dp_epsilon=result.dp_epsilon,
         )
         save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan,
                         ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
@@ -149,6 +150,11 @@ class RunRecorder:
         now = time.perf_counter()
         total = sum(u.examples for u in result.updates)
         loss = sum(u.examples * u.loss for u in result.updates) / total
+        if result.dp_epsilon is not None:
+            self.status["dp"] = {"epsilon": result.dp_epsilon, "delta": self.s.plan.federation.dp_delta,
+                                 "noise_multiplier": self.s.plan.federation.dp_noise_multiplier,
+                                 "clipping_norm": self.s.plan.federation.dp_clipping_norm,
+                                 "noise_std": result.dp_noise_std}
         self.write(state="running", round=result.round, last_loss=loss,
                    round_seconds=[*self.status["round_seconds"], round(now - self._t, 3)],
                    refused=[*self.status["refused"], *result.refused],

@@ -64,6 +64,9 @@ class RoundResult:
     updates: list[PartnerUpdate]
     refused: list[str] = field(default_factory=list)
     failures: list[str] = field(default_factory=list)
+    #: Differential privacy: cumulative ε at the plan's δ after this round, and the noise std added (None: off).
+    dp_epsilon: float | None = None
+    dp_noise_std: float | None = None
 
 
 class RoundFailed(RuntimeError):
@@ -133,6 +136,22 @@ def check_update(arrays: list[np.ndarray], sent: list[np.ndarray], plan: Plan) -
     if not norm <= bound:
         raise ReplyRefused(f"update norm {norm:.4g} exceeds federation.max_update_norm "
                            f"{plan.federation.max_update_norm:g} x the sent trunk's norm ({bound:.4g})")
+
+
+def check_clipped(arrays: list[np.ndarray], sent: list[np.ndarray], plan: Plan) -> None:
+    """Under differential privacy, refuse an update its partner did not clip to `federation.dp_clipping_norm`.
+
+    Only checkable in plain rounds; under SecAgg+ each partner's own ClientApp clips (`partner_kit.client_app`).
+    """
+    fed = plan.federation
+    if not fed.dp_enabled:
+        return
+    from consortium.privacy import allowed_norm, update_norm
+
+    norm, bound = update_norm(arrays, sent), allowed_norm(fed.dp_clipping_norm, sent)
+    if not norm <= bound:
+        raise ReplyRefused(f"update norm {norm:.6g} exceeds federation.dp_clipping_norm {fed.dp_clipping_norm:g}: "
+                           "the partner did not clip its update (differential privacy needs every update clipped)")
 
 
 def check_count(value: object, plan: Plan, what: str = "example count", minimum: int = 1) -> int:
@@ -300,6 +319,8 @@ class TrunkFedAvg(FedAvg):
         self.max_examples = 0
         self.sent: list[np.ndarray] = to_list(plan, initial_trunk)  # the trunk replies are measured against
         self.admission = admission
+        #: Source of the DP noise: seeded by the operating system (noise a partner could recompute protects nothing).
+        self.dp_rng = np.random.default_rng()
 
     def __repr__(self) -> str:
         return f"TrunkFedAvg(plan={self.plan.hash[:12]}, rounds={self.total_rounds})"
@@ -354,6 +375,7 @@ class TrunkFedAvg(FedAvg):
                     arrays = parameters_to_ndarrays(res.parameters)
                     check_trunk(arrays, self.plan)
                     check_update(arrays, self.sent, self.plan)
+                    check_clipped(arrays, self.sent, self.plan)
                 updates.append(PartnerUpdate(int(proxy.node_id), examples, loss, arrays))
             except ReplyRefused as exc:
                 refused.append(f"round {rnd}: node {proxy.node_id}: {exc}")
@@ -373,13 +395,28 @@ class TrunkFedAvg(FedAvg):
             averaged = [a.astype(np.float32) for a in summed]
         else:
             averaged = weighted_average([u.arrays for u in updates], [u.examples for u in updates])  # type: ignore[misc]
+        dp_epsilon = dp_std = None
+        if self.plan.federation.dp_enabled:  # noise on the mean, before any server optimizer (post-processing)
+            averaged, dp_std, dp_epsilon = self.privatize(averaged, updates, rnd)
         self.max_examples = max([self.max_examples] + [u.examples for u in updates])
         updates.sort(key=lambda u: u.node_id)
         if self.on_round is not None:
-            self.on_round(RoundResult(rnd, to_dict(self.plan, averaged), updates, refused, failed))
+            self.on_round(RoundResult(rnd, to_dict(self.plan, averaged), updates, refused, failed, dp_epsilon, dp_std))
         total = sum(u.examples for u in updates)
         loss = sum(u.examples * u.loss for u in updates) / total
         return ndarrays_to_parameters(averaged), {"loss": float(loss), "partners": len(updates)}
+
+    def privatize(self, averaged: list[np.ndarray], updates: list[PartnerUpdate], rnd: int
+                  ) -> tuple[list[np.ndarray], float, float]:
+        """(mean + Gaussian noise, its std, cumulative ε after round `rnd`): central DP on clipped updates."""
+        from consortium.privacy import add_noise, epsilon, noise_std
+
+        fed = self.plan.federation
+        std = noise_std(fed, [u.examples for u in updates])
+        eps = epsilon(fed.dp_noise_multiplier, rnd, fed.dp_delta)
+        log.info("round %d: DP noise std %.4g (σ %.3g, C %.3g); ε = %.4g at δ = %g", rnd, std,
+                 fed.dp_noise_multiplier, fed.dp_clipping_norm, eps, fed.dp_delta)
+        return add_noise(averaged, std, self.dp_rng), std, eps
 
     def aggregate_evaluate(self, server_round: int, results: list[tuple[ClientProxy, EvaluateRes]],
                            failures: list[tuple[ClientProxy, EvaluateRes] | BaseException]

@@ -41,6 +41,7 @@ class PartnerClient(NumPyClient):
         own = self.partner.cfg.reference_hash
         check_reference(own, config.get(REFERENCE_KEY), self.partner.cfg.name)  # before any training
         arrays, n_train, loss = self.partner.fit_round(parameters, config)
+        arrays = clip_for_privacy(arrays, parameters, self.partner.plan)
         check_clipping_range(arrays, self.partner.plan)
         metrics: dict[str, Scalar] = {"loss": loss}
         if own:
@@ -51,6 +52,20 @@ class PartnerClient(NumPyClient):
                  ) -> tuple[float, int, dict[str, Scalar]]:
         loss, n = self.partner.finish(parameters, config)
         return float(loss), n, {}
+
+
+def clip_for_privacy(arrays: list[np.ndarray], received: list[np.ndarray], plan: Plan) -> list[np.ndarray]:
+    """Under the plan's differential privacy, clip this partner's update to `federation.dp_clipping_norm`.
+
+    Done here, before SecAgg+ masks the trunk, because the server never holds one update to clip; the bound
+    comes from this partner's own plan, never from the server's round config.
+    """
+    fed = plan.federation
+    if not fed.dp_enabled:
+        return arrays
+    from consortium.privacy import clip_update
+
+    return clip_update(arrays, received, fed.dp_clipping_norm)
 
 
 def check_clipping_range(arrays: list[np.ndarray], plan: Plan) -> None:
