@@ -1,31 +1,43 @@
-"""Training speed, memory and quality: this kit's model vs a SparseChem-like reference, same data, same run.
+"""Training speed, memory and quality: this kit vs real SparseChem 1.0 (and a self-written reference), same data.
 
-Both train the same architecture (input 32000 -> hidden 2000, ReLU, dropout 0.2, batch 2 % of the training
-rows, Adam, lr 1e-3) on the same prepared partner, the same training rows, the same batch order and the same
-losses, for the same number of epochs; each runs in its own process so peak memory is its own.
+Variants, each in its own process (peak memory of the whole process tree is its own), on the same prepared
+partner (toxcast-6/TOX21, a `make_industrial_partner.py` partner, ...), the same training rows (labelled rows
+outside the validation fold 1 and the test fold 0), the same trunk (32000 -> [2000], ReLU, dropout 0.2), batch
+2 % of the training rows, Adam lr 1e-3, the same task weights and the same number of epochs:
 
-  (a) fedqsar    partner_kit.training.LocalTrainer: rows of the input weight present in a batch only
-                 (embedding_bag forward, sparse row gradient), lazy row-wise Adam, CSR slicing
-  (b) reference  what SparseChem does: rows collated one by one in Python into a sparse COO batch,
-                 torch.mm(sparse batch, dense W), dense gradients, torch.optim.Adam over every weight
+  fedqsar     partner_kit.training.LocalTrainer: embedding_bag forward over the rows present in a batch, sparse
+              row gradient, lazy row-wise Adam, CSR slicing (the product).
+  sparsechem  real SparseChem 1.0 (`../shared/tools/sparsechem`, commit 258c20f), its own `train.py` recipe from
+              FEDQSAR-NOTE.md (8 + 4 data-loader workers, dense Adam over every weight), run from a scratch venv
+              that `--setup-sparsechem` creates outside the repository: a benchmark-only tool, never a product
+              dependency. It reads the same matrices, restricted to the same labelled rows, and the same task
+              weights. Its per-epoch `train_time` is its training time.
+  reference   the earlier self-written "SparseChem-like" loop (rows collated in Python into a sparse COO batch,
+              dense gradients): kept only for continuity with older BENCHMARKS figures.
+
+Runs are interleaved (fedqsar, sparsechem, fedqsar, ... with `--repeats`), so a change in machine load hits both.
+Quality: per-task validation AUC-ROC and AUC-PR after every epoch, averaged over the classification tasks both
+tools score (finite on the validation fold, aggregation weight > 0), at each variant's own best epoch.
 
 Usage:
-  .venv/bin/python benchmarks/bench_training.py                       # TOX21 and chembl-3/P1, 3 epochs each
-  .venv/bin/python benchmarks/bench_training.py --epochs 10 --work /tmp/bench   # keep prepared data
-Prints samples/s (training only), seconds per epoch, peak RSS, and validation AUC-PR (best and last epoch),
-with ratios fedqsar / reference.
+  .venv/bin/python benchmarks/bench_training.py --setup-sparsechem /tmp/sc        # once: the scratch venv
+  .venv/bin/python benchmarks/bench_training.py --sparsechem /tmp/sc --partners toxcast-6/TOX21 \
+      --industrial 30000 --epochs 8 --work /tmp/bench
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import platform
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -33,9 +45,13 @@ import numpy as np
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
+SPARSECHEM_SRC = SHARED / "tools" / "sparsechem"
 sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from machine_info import cpu_name, load_average  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
+
+VARIANTS = ("fedqsar", "sparsechem", "reference")
 
 
 def machine() -> str:
@@ -60,8 +76,8 @@ def bench_plan(hidden: int = 2000):
                                       max_batch_size=4096, seed=0))
 
 
-def prepare_partners(partners: list[str], work: Path) -> dict[str, Path]:
-    """Prepare each partner once (reused from `work` when already there with this plan)."""
+def prepare_partners(partners: dict[str, Path], work: Path) -> dict[str, Path]:
+    """Prepare each partner's input directory once (reused from `work` when already there with this plan)."""
     from data_prep.key import generate_key
     from data_prep.prepare import prepare
 
@@ -72,16 +88,69 @@ def prepare_partners(partners: list[str], work: Path) -> dict[str, Path]:
     if not key.exists():
         generate_key(key)
     out = {}
-    for partner in partners:
+    for partner, input_dir in partners.items():
         target = work / "prepared" / partner
         manifest = target / "manifest.json"
         if not (manifest.is_file() and json.loads(manifest.read_text()).get("plan_hash") == plan.hash):
             t0 = time.perf_counter()
             print(f"preparing {partner} ...", flush=True)
-            prepare(plan_path, key, SHARED / "data" / "consortia" / partner, target, progress=False)
+            prepare(plan_path, key, input_dir, target, progress=False)
             print(f"  prepared in {time.perf_counter() - t0:.0f} s", flush=True)
         out[partner] = target
     return out
+
+
+def industrial_input(n: int, work: Path) -> Path:
+    """T0/T1/T2 of a generated industrial partner of `n` compounds (seed 0), made once under `work`."""
+    import make_industrial_partner as mip
+
+    out = work / "raw" / f"industrial-{n}"
+    if not (out / "generator.json").is_file():
+        print(f"generating industrial-{n} ...", flush=True)
+        mip.make_partner(n, out, seed=0)
+    return out
+
+
+# ---- process-tree memory ---------------------------------------------------------------------------------------
+def run_tree(argv: list[str], env: dict[str, str] | None = None) -> dict[str, float]:
+    """Run `argv`; sample every 50 ms the RSS summed over it and all its descendants, and the largest process.
+
+    SparseChem forks 8 + 4 data-loader workers; their copy-on-write pages are shared with the parent, so the RSS
+    sum over-counts and the largest process under-counts. The summed PSS (each shared page divided among the
+    processes sharing it, read from smaps every 0.2 s) is the tree's real footprint: `tree_mb` is that.
+    """
+    import psutil
+
+    proc = subprocess.Popen(argv, env=env)
+    ps = psutil.Process(proc.pid)
+    peak = {"tree_mb": 0.0, "tree_rss_mb": 0.0, "largest_mb": 0.0, "max_procs": 0}
+    done = threading.Event()
+
+    def sample() -> None:
+        tick = 0
+        while not done.is_set():
+            with contextlib.suppress(psutil.Error):
+                rss, pss = [], []
+                for p in [ps, *ps.children(recursive=True)]:
+                    with contextlib.suppress(psutil.Error):  # a worker may exit between listing and reading
+                        rss.append(p.memory_info().rss / 2**20)
+                        if tick % 4 == 0:
+                            pss.append(p.memory_full_info().pss / 2**20)
+                peak["tree_rss_mb"] = max(peak["tree_rss_mb"], sum(rss))
+                peak["tree_mb"] = max(peak["tree_mb"], sum(pss))
+                peak["largest_mb"] = max(peak["largest_mb"], max(rss, default=0.0))
+                peak["max_procs"] = max(peak["max_procs"], len(rss))
+            tick += 1
+            done.wait(0.05)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+    code = proc.wait()
+    done.set()
+    thread.join()
+    if code != 0:
+        raise SystemExit(f"error: {' '.join(argv[:4])} ... exited {code}")
+    return peak
 
 
 # ---- the SparseChem-like reference -------------------------------------------------------------------------
@@ -92,7 +161,7 @@ def run_reference(plan, data, epochs: int, seed: int) -> dict:
     from partner_kit.batching import epoch_batches
     from partner_kit.losses import censored_mse, masked_bce
     from partner_kit.metrics import evaluate_predictions
-    from partner_kit.training import LocalTrainer, derive_seed, selection_score
+    from partner_kit.training import LocalTrainer, derive_seed
 
     # The trainer only supplies the shared bookkeeping (train rows, batch size, task weights, regression
     # standardization), so both variants optimise exactly the same objective on the same batches.
@@ -178,15 +247,23 @@ def run_reference(plan, data, epochs: int, seed: int) -> dict:
             logits, regr = net(xv)
         ev = evaluate_predictions(data.tasks, yc[valid_rows], torch.sigmoid(logits).numpy(), yr[valid_rows],
                                   yz[valid_rows], heads.regression_values(regr).numpy())
-        history.append({"seconds": seconds, "valid_auc_pr": ev.aggregate["auc_pr"], "score": selection_score(ev)})
+        history.append({"seconds": seconds, **_class_scores(ev.per_task, data.tasks)})
         print(f"    reference epoch {epoch}: {seconds:.1f} s, valid AUC-PR {ev.aggregate['auc_pr']:.4f}", flush=True)
     return {"n_train": setup.n_train, "batch_size": setup.batch_size, "history": history, "rss_loaded_mb": baseline}
 
 
-def run_fedqsar(plan, data, epochs: int, seed: int) -> dict:
-    from partner_kit.training import LocalTrainer, derive_seed, selection_score
+def _class_scores(per_task, tasks) -> dict[str, list[float]]:
+    """Per classification task (in y_class column order): AUC-ROC, AUC-PR, and whether it is aggregated."""
+    cls = per_task[per_task["kind"] == "classification"]
+    weight = cls["task_index"].map(tasks.set_index("task_index")["aggregation_weight"]).astype(float)
+    return {"auc_roc": cls["auc_roc"].astype(float).tolist(), "auc_pr": cls["auc_pr"].astype(float).tolist(),
+            "aggregated": (weight > 0).tolist()}
 
-    trainer = LocalTrainer(plan, data, seed=seed)
+
+def run_fedqsar(plan, data, epochs: int, seed: int, device: str = "cpu") -> dict:
+    from partner_kit.training import LocalTrainer, derive_seed
+
+    trainer = LocalTrainer(plan, data, seed=seed, device=device)
     baseline = rss_mb()
     history = []
     for epoch in range(epochs):
@@ -194,10 +271,104 @@ def run_fedqsar(plan, data, epochs: int, seed: int) -> dict:
         trainer.train_epoch(derive_seed(trainer.seed, epoch))
         seconds = time.perf_counter() - t0
         ev = trainer.evaluate(trainer.valid_fold)
-        history.append({"seconds": seconds, "valid_auc_pr": ev.aggregate["auc_pr"], "score": selection_score(ev)})
-        print(f"    fedqsar   epoch {epoch}: {seconds:.1f} s, valid AUC-PR {ev.aggregate['auc_pr']:.4f}", flush=True)
+        history.append({"seconds": seconds, **_class_scores(ev.per_task, data.tasks)})
+        print(f"    fedqsar    epoch {epoch}: {seconds:.1f} s, valid AUC-ROC {ev.aggregate['auc_roc']:.4f}, "
+              f"AUC-PR {ev.aggregate['auc_pr']:.4f}", flush=True)
     return {"n_train": trainer.n_train, "batch_size": trainer.batch_size, "history": history,
             "rss_loaded_mb": baseline}
+
+
+# ---- real SparseChem ----------------------------------------------------------------------------------------
+def setup_sparsechem(target: Path) -> Path:
+    """A scratch venv at `target` running SparseChem from a copy of ../shared/tools/sparsechem.
+
+    It reuses this project's installed torch/scipy/pandas/scikit-learn/tqdm (a .pth line, so nothing large is
+    downloaded and both tools run the same torch build) and adds pynvml, which SparseChem imports.
+    """
+    target = Path(target).resolve()
+    if ROOT in target.parents or target == ROOT:
+        raise SystemExit("error: --setup-sparsechem must point outside the repository (a scratch directory)")
+    src = target / "src"
+    if not src.exists():
+        shutil.copytree(SPARSECHEM_SRC, src)
+    venv = target / "venv"
+    if not (venv / "bin" / "python").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    site = next((venv / "lib").glob("python3*/site-packages"))
+    project_site = next((Path(sys.prefix) / "lib").glob("python3*/site-packages"))
+    (site / "fedqsar_project_packages.pth").write_text(f"{project_site}\n")
+    (site / "sparsechem_src.pth").write_text(f"{src}\n")
+    subprocess.run([str(venv / "bin" / "python"), "-m", "pip", "install", "-q", "pynvml"], check=True)
+    subprocess.run([str(venv / "bin" / "python"), "-W", "ignore", "-c", "import sparsechem"], check=True, cwd="/")
+    print(f"SparseChem ready: {venv / 'bin' / 'python'}")
+    return venv / "bin" / "python"
+
+
+def sparsechem_inputs(plan, data, work: Path) -> tuple[Path, int]:
+    """The prepared matrices restricted to the kit's training/validation/test rows, plus task-weight CSVs."""
+    import pandas as pd
+    import scipy.sparse as sp
+
+    from partner_kit.training import LocalTrainer
+
+    setup = LocalTrainer(plan, data, seed=0)
+    rows = np.flatnonzero(setup.labelled)  # the kit never trains on rows without a label: neither does SparseChem
+    work.mkdir(parents=True, exist_ok=True)
+    sp.save_npz(work / "x.npz", sp.csr_matrix(data.x)[rows].astype(np.float32))
+    sp.save_npz(work / "y_class.npz", sp.csr_matrix(data.y_class)[rows].astype(np.float32))
+    np.save(work / "folds.npy", np.asarray(data.folds)[rows].astype(np.int64))
+    ct, rt = data.class_tasks, data.regr_tasks
+    pd.DataFrame({"task_id": np.arange(len(ct)), "training_weight": ct["training_weight"].to_numpy(float),
+                  "aggregation_weight": ct["aggregation_weight"].to_numpy(float)}).to_csv(work / "w_class.csv",
+                                                                                       index=False)
+    if len(rt):
+        sp.save_npz(work / "y_regr.npz", sp.csr_matrix(data.y_regr)[rows].astype(np.float32))
+        sp.save_npz(work / "y_censor.npz", sp.csr_matrix(data.y_censor)[rows].astype(np.float32))
+        pd.DataFrame({"task_id": np.arange(len(rt)), "training_weight": rt["training_weight"].to_numpy(float),
+                      "censored_weight": rt["censored_weight"].to_numpy(float),
+                      "aggregation_weight": rt["aggregation_weight"].to_numpy(float)}).to_csv(work / "w_regr.csv",
+                                                                                           index=False)
+    return work, setup.n_train
+
+
+# Runs inside the scratch venv: SparseChem's own train(), with its per-epoch metric print also recorded as JSON.
+SPARSECHEM_DRIVER = r"""
+import json, sys, time
+import sparsechem as sc
+import sparsechem.train as sct
+result, argv = sys.argv[1], sys.argv[2:]
+history = []
+printer = sc.print_metrics_cr
+def record(epoch, train_time, results_tr, results_va, header):
+    cls = results_va["classification"]
+    history.append({"seconds": float(train_time), "auc_roc": [float(v) for v in cls["roc_auc_score"]],
+                    "auc_pr": [float(v) for v in cls["auc_pr"]]})
+    print(f"    sparsechem epoch {epoch}: {train_time:.1f} s, valid AUC-ROC "
+          f"{results_va['classification_agg']['roc_auc_score']:.4f}", flush=True)
+sc.print_metrics_cr = sct.sc.print_metrics_cr = record
+sys.argv = ["train.py", *argv]
+sct.train()
+json.dump({"history": history}, open(result, "w"))
+"""
+
+
+def run_sparsechem(python: Path, inputs: Path, n_train: int, epochs: int, hidden: int, result: Path,
+                   out_dir: Path, threads: int | None) -> dict:
+    argv = [str(python), "-W", "ignore", "-c", SPARSECHEM_DRIVER, str(result),
+            "--x", str(inputs / "x.npz"), "--y_class", str(inputs / "y_class.npz"),
+            "--weights_class", str(inputs / "w_class.csv"), "--folding", str(inputs / "folds.npy"),
+            "--fold_va", "1", "--fold_te", "0", "--hidden_sizes", str(hidden), "--dropouts_trunk", "0.2",
+            "--batch_ratio", "0.02", "--epochs", str(epochs), "--lr", "1e-3", "--dev", "cpu", "--verbose", "1",
+            "--save_model", "0", "--output_dir", str(out_dir), "--min_samples_class", "1"]
+    if (inputs / "y_regr.npz").is_file():
+        argv += ["--y_regr", str(inputs / "y_regr.npz"), "--y_censor", str(inputs / "y_censor.npz"),
+                 "--weights_regr", str(inputs / "w_regr.csv"), "--normalize_regression", "1"]
+    env = dict(os.environ)
+    if threads:
+        env["OMP_NUM_THREADS"] = env["MKL_NUM_THREADS"] = str(threads)
+    peak = run_tree(argv, env)
+    run = json.loads(result.read_text())
+    return {"n_train": n_train, "batch_size": int(np.ceil(0.02 * n_train)), **run, **peak}
 
 
 def worker(args: argparse.Namespace) -> None:
@@ -211,33 +382,67 @@ def worker(args: argparse.Namespace) -> None:
     data = PreparedData.load(args.prepared)
     # Prepared with the default-hidden plan; only the trunk differs, the data sections are identical.
     data.manifest["plan_hash"] = plan.hash
-    run = run_fedqsar if args.worker == "fedqsar" else run_reference
-    result = run(plan, data, args.epochs, seed=0)
+    if args.worker == "fedqsar":
+        result = run_fedqsar(plan, data, args.epochs, seed=0, device=args.device)
+    else:
+        result = run_reference(plan, data, args.epochs, seed=0)
     result["peak_rss_mb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     Path(args.result).write_text(json.dumps(result))
 
 
-def summarise(result: dict) -> dict:
+def common_tasks(runs: dict[str, dict]) -> np.ndarray:
+    """Classification tasks every variant scored at every epoch (finite AUC-ROC) and that are aggregated."""
+    ok = None
+    for run in runs.values():
+        for h in run["history"]:
+            finite = np.isfinite(np.asarray(h["auc_roc"], dtype=float)) & np.isfinite(
+                np.asarray(h["auc_pr"], dtype=float))
+            ok = finite if ok is None else ok & finite
+    aggregated = next((r["history"][0]["aggregated"] for r in runs.values() if "aggregated" in r["history"][0]),
+                      None)
+    if aggregated is not None:
+        ok = ok & np.asarray(aggregated, dtype=bool)
+    return np.flatnonzero(ok)
+
+
+def summarise(result: dict, tasks: np.ndarray) -> dict:
     hist = result["history"]
     seconds = sum(h["seconds"] for h in hist)
+    roc = [float(np.mean(np.asarray(h["auc_roc"])[tasks])) for h in hist]
+    pr = [float(np.mean(np.asarray(h["auc_pr"])[tasks])) for h in hist]
+    best = int(np.argmax(roc))
+    peak = result.get("tree_mb", result.get("peak_rss_mb"))
     return {
         "samples_s": result["n_train"] * len(hist) / seconds,
         "s_epoch": seconds / len(hist),
-        "peak_mb": result["peak_rss_mb"],
-        "train_mb": result["peak_rss_mb"] - result["rss_loaded_mb"],
-        "best_auc_pr": max(h["valid_auc_pr"] for h in hist),
-        "last_auc_pr": hist[-1]["valid_auc_pr"],
+        "peak_mb": peak,
+        "largest_mb": result.get("largest_mb", peak),
+        "rss_sum_mb": result.get("tree_rss_mb", peak),
+        "procs": result.get("max_procs", 1),
+        "best_epoch": best,
+        "best_auc_roc": roc[best],
+        "best_auc_pr": max(pr),
+        "auc_pr_at_best": pr[best],
+        "last_auc_roc": roc[-1],
     }
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--partners", nargs="+", default=["toxcast-6/TOX21", "chembl-3/P1"])
-    ap.add_argument("--epochs", type=int, default=3, help="epochs per variant (same for both)")
+    ap.add_argument("--partners", nargs="*", default=["toxcast-6/TOX21"], help="shared consortia partners")
+    ap.add_argument("--industrial", type=int, nargs="*", default=[],
+                    help="also a make_industrial_partner.py partner of N compounds (e.g. 30000)")
+    ap.add_argument("--epochs", type=int, default=5, help="epochs per variant (same for all)")
+    ap.add_argument("--repeats", type=int, default=1, help="interleaved runs of each variant")
     ap.add_argument("--work", type=Path, default=None, help="keep prepared data here (default: a temp dir)")
-    ap.add_argument("--threads", type=int, default=None, help="torch threads for both variants")
-    ap.add_argument("--variants", nargs="+", default=["fedqsar", "reference"])
+    ap.add_argument("--threads", type=int, default=None, help="torch threads for every variant")
+    ap.add_argument("--variants", nargs="+", default=["fedqsar", "sparsechem"], choices=VARIANTS)
     ap.add_argument("--hidden", type=int, default=2000, help="trunk hidden size (the issue's setting: 2000)")
+    ap.add_argument("--device", default="cpu", help="fedqsar's --device (cpu here; cuda on a GPU machine)")
+    ap.add_argument("--sparsechem", type=Path, default=None, help="the scratch dir made by --setup-sparsechem")
+    ap.add_argument("--setup-sparsechem", type=Path, default=None, metavar="DIR",
+                    help="create SparseChem's scratch venv in DIR (outside the repo) and exit")
+    ap.add_argument("--json", type=Path, default=None, help="also write the summary rows as JSON")
     ap.add_argument("--worker", choices=["fedqsar", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -245,42 +450,81 @@ def main() -> None:
     if args.worker:
         worker(args)
         return
+    if args.setup_sparsechem:
+        setup_sparsechem(args.setup_sparsechem)
+        return
+    sc_python = None
+    if "sparsechem" in args.variants:
+        sc_python = (args.sparsechem or Path("/nonexistent")) / "venv" / "bin" / "python"
+        if not sc_python.exists():
+            raise SystemExit("error: the sparsechem variant needs its scratch venv: run "
+                             "`bench_training.py --setup-sparsechem DIR` once and pass --sparsechem DIR")
 
     with tempfile.TemporaryDirectory(prefix="bench-training-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        prepared = prepare_partners(args.partners, work)
+        inputs = {p: SHARED / "data" / "consortia" / p for p in args.partners}
+        inputs.update({f"industrial-{n // 1000}k": industrial_input(n, work) for n in args.industrial})
+        prepared = prepare_partners(inputs, work)
         print(f"machine: {machine()}\n", flush=True)
         rows = []
         for partner, path in prepared.items():
-            summary = {}
-            for variant in args.variants:
-                print(f"  {partner}: {variant} ({args.epochs} epochs)", flush=True)
-                result_path = work / f"result-{partner.replace('/', '_')}-{variant}.json"
-                cmd = [sys.executable, __file__, "--worker", variant, "--prepared", str(path),
-                       "--epochs", str(args.epochs), "--result", str(result_path), "--hidden", str(args.hidden)]
-                if args.threads:
-                    cmd += ["--threads", str(args.threads)]
-                subprocess.run(cmd, check=True)
-                result = json.loads(result_path.read_text())
-                summary[variant] = summarise(result)
-                n_train, batch = result["n_train"], result["batch_size"]
-            rows.append((partner, n_train, batch, summary))
+            runs: dict[str, list[dict]] = {v: [] for v in args.variants}
+            tag = partner.replace("/", "_")
+            sc_inputs = None
+            for rep in range(args.repeats):
+                order = args.variants if rep % 2 == 0 else args.variants[::-1]
+                for variant in order:
+                    print(f"  {partner}: {variant} ({args.epochs} epochs, run {rep + 1}/{args.repeats}, "
+                          f"load {load_average()})", flush=True)
+                    result_path = work / f"result-{tag}-{variant}-{rep}.json"
+                    if variant == "sparsechem":
+                        if sc_inputs is None:
+                            from data_prep.prepared import PreparedData
+
+                            data = PreparedData.load(path)
+                            data.manifest["plan_hash"] = bench_plan(args.hidden).hash
+                            sc_inputs = sparsechem_inputs(bench_plan(args.hidden), data, work / f"sc-{tag}")
+                        result = run_sparsechem(sc_python, sc_inputs[0], sc_inputs[1], args.epochs, args.hidden,
+                                                result_path, work / f"sc-{tag}" / "out", args.threads)
+                    else:
+                        cmd = [sys.executable, __file__, "--worker", variant, "--prepared", str(path),
+                               "--epochs", str(args.epochs), "--result", str(result_path), "--hidden",
+                               str(args.hidden), "--device", args.device]
+                        if args.threads:
+                            cmd += ["--threads", str(args.threads)]
+                        peak = run_tree(cmd)
+                        result = {**json.loads(result_path.read_text()), **peak}
+                    runs[variant].append(result)
+            first = {v: r[0] for v, r in runs.items()}
+            tasks = common_tasks({f"{v}{i}": run for v, rs in runs.items() for i, run in enumerate(rs)})
+            summary = {v: [summarise(r, tasks) for r in rs] for v, rs in runs.items()}
+            n_train = first[args.variants[0]]["n_train"]
+            rows.append({"partner": partner, "n_train": n_train, "tasks_compared": int(tasks.size),
+                         "batch": {v: r["batch_size"] for v, r in first.items()}, "summary": summary})
 
         print(f"\nmachine: {machine()}")
-        print(f"{'partner':<18} {'variant':<10} {'samples/s':>10} {'s/epoch':>8} {'peak MB':>8} {'train MB':>9} "
-              f"{'best AUC-PR':>11} {'last AUC-PR':>11}")
-        for partner, n_train, batch, summary in rows:
-            for variant, s in summary.items():
-                print(f"{partner:<18} {variant:<10} {s['samples_s']:>10.0f} {s['s_epoch']:>8.1f} {s['peak_mb']:>8.0f} "
-                      f"{s['train_mb']:>9.0f} {s['best_auc_pr']:>11.4f} {s['last_auc_pr']:>11.4f}")
-            if {"fedqsar", "reference"} <= summary.keys():
-                a, b = summary["fedqsar"], summary["reference"]
-                print(f"{partner:<18} {'ratio':<10} {a['samples_s'] / b['samples_s']:>9.1f}x "
-                      f"{a['s_epoch'] / b['s_epoch']:>7.2f}x {a['peak_mb'] / b['peak_mb']:>7.2f}x "
-                      f"{a['train_mb'] / max(b['train_mb'], 1):>8.2f}x {a['best_auc_pr'] - b['best_auc_pr']:>+11.4f} "
-                      f"{a['last_auc_pr'] - b['last_auc_pr']:>+11.4f}")
-            print(f"{'':<18} ({n_train} training rows, batch {batch}, hidden {args.hidden}, {args.epochs} epochs)")
+        print(f"{'partner':<20} {'variant':<11} {'samples/s':>10} {'s/epoch':>8} {'PSS MB':>8} {'largest':>8} "
+              f"{'procs':>5} {'best ep':>7} {'AUC-ROC':>8} {'AUC-PR':>8} {'RSS sum':>8}")
+        for row in rows:
+            for variant, ss in row["summary"].items():
+                for s in ss:
+                    print(f"{row['partner']:<20} {variant:<11} {s['samples_s']:>10.0f} {s['s_epoch']:>8.1f} "
+                          f"{s['peak_mb']:>8.0f} {s['largest_mb']:>8.0f} {s['procs']:>5} {s['best_epoch']:>7} "
+                          f"{s['best_auc_roc']:>8.4f} {s['auc_pr_at_best']:>8.4f} {s['rss_sum_mb']:>8.0f}")
+            if {"fedqsar", "sparsechem"} <= row["summary"].keys():
+                a = {k: float(np.median([s[k] for s in row["summary"]["fedqsar"]])) for k in
+                     ("samples_s", "peak_mb", "best_auc_roc", "auc_pr_at_best")}
+                b = {k: float(np.median([s[k] for s in row["summary"]["sparsechem"]])) for k in
+                     ("samples_s", "peak_mb", "largest_mb", "best_auc_roc", "auc_pr_at_best")}
+                d_roc, d_pr = a["best_auc_roc"] - b["best_auc_roc"], a["auc_pr_at_best"] - b["auc_pr_at_best"]
+                print(f"{row['partner']:<20} {'ratio':<11} {a['samples_s'] / b['samples_s']:>9.1f}x {'':>8} "
+                      f"{a['peak_mb'] / b['peak_mb']:>7.2f}x {a['peak_mb'] / b['largest_mb']:>7.2f}x {'':>5} "
+                      f"{'':>7} {d_roc:>+8.4f} {d_pr:>+8.4f}")
+            print(f"{'':<20} ({row['n_train']} training rows, batch {row['batch']}, hidden {args.hidden}, "
+                  f"{args.epochs} epochs, {row['tasks_compared']} classification tasks compared)")
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=2))
 
 
 if __name__ == "__main__":
