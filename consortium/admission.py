@@ -19,6 +19,8 @@ from typing import Any
 from data_prep.atomic import write_text_atomic
 
 ADMISSION_NAME = "admission.json"
+ADMITTED_DIR = "admitted"  # run/admitted/NAME.pub, NAME.node-id, NAME.max-examples (`consortium admit`)
+MAX_EXAMPLES_SUFFIX = ".max-examples"
 REFERENCE_KEY = "reference_hash"  # the key in a fit reply's metrics (and in the round config, once known)
 _HEX64 = re.compile(r"^[0-9a-f]{64}$")
 
@@ -39,6 +41,7 @@ class Admission:
 
     def __init__(self, run_dir: Path | None, plan_reference: str = "", *, required: bool = True) -> None:
         self.path = Path(run_dir) / ADMISSION_NAME if run_dir is not None else None
+        self.admitted = Path(run_dir) / ADMITTED_DIR if run_dir is not None else None
         self.required = required
         saved = self._load()
         self.expected = plan_reference or saved.get("reference_hash", "")
@@ -71,6 +74,28 @@ class Admission:
         node = next(n for n, h in valid if h == winner)
         self.expected, self.source = winner, f"first admitted partner (node {node}, {top} of {len(valid)} agreed)"
         self._save()
+
+    def example_caps(self) -> dict[int, tuple[str, int]]:
+        """node id -> (partner name, training-example count registered at admission), read afresh each time
+        (`consortium admit --max-examples` on a running consortium applies from its next reply)."""
+        caps: dict[int, tuple[str, int]] = {}
+        if self.admitted is None or not self.admitted.is_dir():
+            return caps
+        for cap_file in self.admitted.glob(f"*{MAX_EXAMPLES_SUFFIX}"):
+            name = cap_file.name.removesuffix(MAX_EXAMPLES_SUFFIX)
+            node_file = self.admitted / f"{name}.node-id"
+            try:
+                caps[int(node_file.read_text())] = (name, int(cap_file.read_text()))
+            except (OSError, ValueError):  # not registered yet (no node id), or a half-written file
+                continue
+        return caps
+
+    def check_examples(self, node_id: int, count: object) -> None:
+        """Refuse a reply claiming more training examples than its partner registered when it was admitted."""
+        cap = self.example_caps().get(int(node_id))
+        if cap is not None and isinstance(count, int) and count > cap[1]:
+            raise AdmissionRefused(f"partner {cap[0]} claims {count} training examples, more than the {cap[1]} "
+                                   "registered at admission (`consortium admit --max-examples`); not averaged")
 
     def check(self, value: object) -> None:
         """Raise AdmissionRefused unless `value` (None when the reply carries no hash) admits the partner."""

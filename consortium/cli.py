@@ -218,12 +218,16 @@ def admit(
     out: Path = typer.Option(..., "--out", help="Run directory of `consortium serve`"),
     name: str | None = typer.Option(None, "--name", help="Name to keep it under (default: the file's stem)"),
     revoke: bool = typer.Option(False, "--revoke", help="Remove this partner's key instead"),
+    max_examples: int | None = typer.Option(None, "--max-examples", min=1, help="The training-example count "
+                                            "this partner declared: a reply claiming more is refused"),
 ) -> None:
     """Admit a partner's node key (registered with the SuperLink at every `serve`); --revoke removes it."""
     import shutil
 
+    from consortium.admission import MAX_EXAMPLES_SUFFIX
     from consortium.certs import check_node_public_key
     from consortium.deploy import ADMITTED_DIR, live_superlink, register_node, unregister_node
+    from data_prep.atomic import write_text_atomic
 
     folder = out / ADMITTED_DIR
     stem = name or public_key.name.removesuffix(".pub").removesuffix(".key")
@@ -248,10 +252,18 @@ def admit(
         else:
             console.print(f"revoked {stem}: refused from the next `consortium serve` on", highlight=False)
         node_file.unlink(missing_ok=True)
+        target.with_suffix(MAX_EXAMPLES_SUFFIX).unlink(missing_ok=True)
         return
     check_node_public_key(public_key)
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(public_key, target)
+    cap_file = target.with_suffix(MAX_EXAMPLES_SUFFIX)
+    if max_examples is None:
+        cap_file.unlink(missing_ok=True)  # admitted as given now: no stale cap from an earlier admission
+    else:
+        write_text_atomic(cap_file, f"{max_examples}\n")
+        console.print(f"{stem}: replies claiming more than {max_examples} training examples will be refused",
+                      highlight=False)
     flwr_home = live_superlink(out)
     if flwr_home is not None:  # a running consortium: this node may connect now
         try:

@@ -259,6 +259,14 @@ def reported_reference(content: RecordDict) -> object:
     return None if metrics is None else metrics.get(REFERENCE_KEY)
 
 
+def reported_examples(content: RecordDict) -> object:
+    """The training-example count a trunk reply (or the SecAgg+ count probe) reports; None if neither."""
+    if "fitres.num_examples" in content.metric_records:
+        return content.metric_records["fitres.num_examples"].get("num_examples")
+    props = content.config_records.get("getpropertiesres.properties")
+    return None if props is None else props.get("num_examples")
+
+
 def refuse_invalid(messages: Iterable[Message], plan: Plan, on_refused: Callable[[int, str], None],
                    admission: Admission | None = None) -> list[Message]:
     """Replace each reply that fails `check_reply` (or admission) by an error reply, so the workflow counts it
@@ -282,6 +290,12 @@ def refuse_invalid(messages: Iterable[Message], plan: Plan, on_refused: Callable
                 if admission is not None and is_trunk_reply(msg):
                     try:
                         admission.check(reported_reference(msg.content))
+                        admission.check_examples(msg.metadata.src_node_id, reported_examples(msg.content))
+                    except AdmissionRefused as exc:
+                        raise ReplyRefused(str(exc)) from None
+                elif admission is not None and msg.metadata.message_type == "get_properties":
+                    try:
+                        admission.check_examples(msg.metadata.src_node_id, reported_examples(msg.content))
                     except AdmissionRefused as exc:
                         raise ReplyRefused(str(exc)) from None
             except ReplyRefused as exc:
