@@ -7,7 +7,14 @@
            each seed on training + validation rows for the chosen number of epochs (`--refit`)
   forest   scikit-learn RandomForestClassifier, 200 trees, one per task, trained on all non-test rows
            (training + validation folds: the forest needs no early stopping, so it gets the extra rows)
-Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and averaged over the folds.
+  chemprop (`--chemprop`) chemprop v2 D-MPNN with its defaults (50 epochs, best epoch by validation loss), trained
+           on the training folds, validated on the validation fold, predicting the test fold: the standardized
+           SMILES of exactly the rows the network sees (see benchmarks/chemprop_tox21.py; benchmark-only, own venv:
+             python3.11 -m venv /tmp/chemprop-venv && /tmp/chemprop-venv/bin/pip install torch==2.13.0 && \
+                 /tmp/chemprop-venv/bin/pip install 'chemprop>=2,<3'
+           then `--chemprop --chemprop-python /tmp/chemprop-venv/bin/python`)
+Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and averaged over the folds, all three
+models scored by the same code (`test_auc`).
 The scaffold folds depend on the secret key: pass one `--key` to compare fingerprint settings on the same folds.
 
 Usage:
@@ -17,6 +24,8 @@ Usage:
   .venv/bin/python benchmarks/bench_tox21.py --threads 1 --jobs 1 --key KEY --work DIR \
       --radius 2 --seeds 5 --refit                                          # the best setting found (ECFP4)
   .venv/bin/python benchmarks/bench_tox21.py --split random ...             # random folds: context only
+  .venv/bin/python benchmarks/bench_tox21.py --no-network --no-forest --chemprop \
+      --chemprop-python /tmp/chemprop-venv/bin/python --key KEY --work DIR --radius 2   # chemprop only
 """
 
 from __future__ import annotations
@@ -96,27 +105,31 @@ def without_validation_fold(data, valid_fold: int, test_fold: int, n_folds: int)
 
 
 def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
-                  refit: bool = False) -> tuple[np.ndarray, dict]:
+                  refit: bool = False, cv_ensemble: bool = False) -> tuple[np.ndarray, dict]:
     """Test-fold probabilities, mean over seeds. Each seed: early stopping on the validation fold (next fold);
     with `refit`, a fresh model with the same seed is then trained on training + validation rows for the number
-    of epochs early stopping chose (the test fold is never used for training or selection)."""
+    of epochs early stopping chose; with `cv_ensemble`, one model per non-test fold as the validation fold, so
+    every non-test row trains most of the members (the test fold is never used for training or selection)."""
     from partner_kit.training import LocalTrainer, derive_seed, train_early_stopping
 
     rows = np.flatnonzero(data.folds == test_fold)
-    valid_fold = (test_fold + 1) % n_folds
-    merged = without_validation_fold(data, valid_fold, test_fold, n_folds) if refit else None
+    valid_folds = ([f for f in range(n_folds) if f != test_fold] if cv_ensemble
+                   else [(test_fold + 1) % n_folds])
     probs, info = [], []
     for seed in seeds:
-        t0 = time.perf_counter()
-        trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
-        run = train_early_stopping(trainer, plan.training.max_epochs, plan.training.patience)
-        if refit:
-            trainer = LocalTrainer(plan, merged, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
-            for epoch in range(run["best_epoch"] + 1):
-                trainer.train_epoch(derive_seed(seed, epoch))
-        probs.append(trainer.predict_rows(rows)[0])
-        info.append({"seed": seed, "best_epoch": run["best_epoch"], "seconds": round(time.perf_counter() - t0, 1),
-                     "auc_roc": round(float(np.nanmean(test_auc(data, test_fold, probs[-1]))), 4)})
+        for valid_fold in valid_folds:
+            t0 = time.perf_counter()
+            trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
+            run = train_early_stopping(trainer, plan.training.max_epochs, plan.training.patience)
+            if refit:
+                merged = without_validation_fold(data, valid_fold, test_fold, n_folds)
+                trainer = LocalTrainer(plan, merged, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
+                for epoch in range(run["best_epoch"] + 1):
+                    trainer.train_epoch(derive_seed(seed, epoch))
+            probs.append(trainer.predict_rows(rows)[0])
+            info.append({"seed": seed, "valid_fold": valid_fold, "best_epoch": run["best_epoch"],
+                         "seconds": round(time.perf_counter() - t0, 1),
+                         "auc_roc": round(float(np.nanmean(test_auc(data, test_fold, probs[-1]))), 4)})
     return np.mean(probs, axis=0), {"runs": info}
 
 
@@ -168,6 +181,11 @@ def main() -> None:
     ap.add_argument("--radius", type=int, default=3, help="ECFP radius (3 = ECFP6, 2 = ECFP4)")
     ap.add_argument("--fp-size", type=int, default=32000, help="folded fingerprint size")
     ap.add_argument("--counts", action="store_true", help="count fingerprints instead of binary")
+    ap.add_argument("--log-counts", action="store_true",
+                    help="with --counts: feed log1p(count) to the network and the forest (bench-side transform)")
+    ap.add_argument("--cv-ensemble", action="store_true",
+                    help="network: per seed, one model early-stopped on each non-test fold (trained on the "
+                         "others), test probabilities averaged over all of them (instead of --refit)")
     ap.add_argument("--split", choices=("scaffold", "random"), default="scaffold",
                     help="scaffold: the prepared keyed scaffold folds (the protocol); random: rows reassigned "
                          "to folds at random (seeded; for comparison with random-split literature only)")
@@ -175,6 +193,12 @@ def main() -> None:
     ap.add_argument("--jobs", type=int, default=-1, help="forest worker threads")
     ap.add_argument("--no-forest", action="store_true")
     ap.add_argument("--no-network", action="store_true")
+    ap.add_argument("--chemprop", action="store_true", help="also train and score chemprop v2 (own venv)")
+    ap.add_argument("--chemprop-python", type=Path, default=Path("/tmp/chemprop-venv/bin/python"),
+                    help="python of the venv chemprop is installed in (its `chemprop` script sits beside it)")
+    ap.add_argument("--chemprop-epochs", type=int, default=None, help="default: chemprop's own (50)")
+    ap.add_argument("--chemprop-dir", type=Path, default=None,
+                    help="keep chemprop's CSVs, checkpoints and logs here (default: WORK/chemprop)")
     ap.add_argument("--work", type=Path, default=None, help="keep imported/prepared data here")
     ap.add_argument("--key", type=Path, default=None,
                     help="secret key file for preparation (created if missing; default: WORK/secret.key); "
@@ -194,7 +218,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench-tox21-") as tmp:
         work = args.work or Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
-        data = PreparedData.load(prepare_tox21(plan, work, args.key))
+        data = PreparedData.load(prepare_tox21(plan, work, args.key), with_compounds=args.chemprop)
+        if args.log_counts:
+            if not args.counts:
+                ap.error("--log-counts needs --counts")
+            data.x.data = np.log1p(data.x.data)
         data.manifest["plan_hash"] = plan.hash   # same data sections; only trunk/training settings vary
         n_folds = plan.data.folds.n_folds
         if args.split == "random":
@@ -207,22 +235,37 @@ def main() -> None:
               f"{fp.size} bits {'binary' if fp.binary else 'counts'}; network plan: hidden "
               f"{plan.trunk.hidden_sizes}, dropout {plan.trunk.dropout}, input dropout {plan.trunk.input_dropout}, "
               f"lr {plan.training.learning_rate}, weight decay {plan.training.weight_decay}, patience "
-              f"{plan.training.patience}, {args.seeds} seed(s){', refit on train + valid' if args.refit else ''}\n",
+              f"{plan.training.patience}, {args.seeds} seed(s){', refit on train + valid' if args.refit else ''}"
+              f"{', cross-validation ensemble' if args.cv_ensemble else ''}{', log1p' if args.log_counts else ''}\n",
               flush=True)
-        results = {"network": [], "forest": []}
+        results = {"network": [], "forest": [], "chemprop": []}
+        details: dict[str, list] = {"network": [], "forest": [], "chemprop": []}
         for fold in folds:
             line = f"fold {fold}:"
             if not args.no_network:
-                probs, info = network_probs(plan, data, fold, n_folds, list(range(args.seeds)), args.refit)
+                probs, info = network_probs(plan, data, fold, n_folds, list(range(args.seeds)), args.refit,
+                                            args.cv_ensemble)
                 net = test_auc(data, fold, probs)
                 results["network"].append(net)
+                details["network"].append(info)
                 line += f" network mean AUC-ROC {np.nanmean(net):.4f} ({info['runs']})"
             if not args.no_forest:
                 probs, finfo = forest_probs(data, fold, args.trees, args.jobs)
                 rf = test_auc(data, fold, probs)
                 results["forest"].append(rf)
+                details["forest"].append(finfo)
                 line += f" | forest {np.nanmean(rf):.4f} ({finfo['seconds']:.0f} s)"
+            if args.chemprop:
+                probs, cinfo = chemprop_probs(args, data, fold, n_folds, names, work)
+                cp = test_auc(data, fold, probs)
+                results["chemprop"].append(cp)
+                details["chemprop"].append(cinfo)
+                line += (f" | chemprop {np.nanmean(cp):.4f} ({cinfo['seconds']:.0f} s, best epoch "
+                         f"{cinfo['best_epoch']} of {len(cinfo['val_loss'])})")
             print(line, flush=True)
+            if args.json:   # after every fold, so a run stopped part-way keeps the folds it finished
+                _write_json(args, folds[:len(details['network'] or details['forest'] or details['chemprop'])],
+                            names, results, details, machine())
 
         print(f"\nmachine: {machine()}")
         print(f"{'task':<28}" + "".join(f"{m:>10}" for m in results if results[m]))
@@ -236,10 +279,34 @@ def main() -> None:
             per_fold = ", ".join(f"{np.nanmean(row):.4f}" for row in t)
             print(f"  {m}: per test fold {per_fold}")
         if args.json:
-            args.json.write_text(json.dumps({
-                "args": {k: str(v) for k, v in vars(args).items()}, "folds": folds, "tasks": assay_names,
-                "auc_roc": {m: t.tolist() for m, t in table.items()},
-                "mean": {m: float(np.nanmean(t)) for m, t in table.items()}}, indent=1))
+            _write_json(args, folds, assay_names, results, details, machine())
+
+
+def _write_json(args, folds: list[int], tasks: list[str], results: dict, details: dict, where: str) -> None:
+    from data_prep.atomic import write_text_atomic
+
+    table = {m: np.vstack(v) for m, v in results.items() if v}
+    write_text_atomic(args.json, json.dumps({
+        "args": {k: str(v) for k, v in vars(args).items()}, "machine": where, "folds": folds, "tasks": tasks,
+        "auc_roc": {m: t.tolist() for m, t in table.items()},
+        "per_fold": {m: [float(np.nanmean(r)) for r in t] for m, t in table.items()},
+        "mean": {m: float(np.nanmean(t)) for m, t in table.items()},
+        "details": {m: v for m, v in details.items() if v}}, indent=1, default=str))
+
+
+def chemprop_probs(args, data, test_fold: int, n_folds: int, names: list[str], work: Path) -> tuple[np.ndarray, dict]:
+    """chemprop v2 on this fold's train / validation / test rows (validation fold = next fold, as the network's)."""
+    from chemprop_tox21 import run_chemprop, test_predictions, validation_curve, write_split_csvs
+
+    base = (args.chemprop_dir or work / "chemprop") / f"fold{test_fold}"
+    columns = [f"task{j}" for j in range(len(names))]   # plain column names; the order is the tasks' order
+    paths = write_split_csvs(data, test_fold, (test_fold + 1) % n_folds, columns, base / "csv")
+    info = run_chemprop(args.chemprop_python, paths, base / "train", epochs=args.chemprop_epochs,
+                        log=base / "train.log")
+    curve = validation_curve(base / "train")
+    info.update(val_loss=curve, best_epoch=int(np.argmin(curve)) if curve else None,
+                test_rows=int((data.folds == test_fold).sum()))
+    return test_predictions(base / "train", paths["test"], columns), info
 
 
 def _assay_names(work: Path, ids: list[str]) -> list[str]:
