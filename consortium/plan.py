@@ -20,6 +20,7 @@ from data_prep.errors import InputError
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
 TRUNK_OPTIMIZER_MODES = ("keep", "reset")
+WIRE_DTYPE_NAMES = ("float32", "float16")
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,9 @@ class FederationSpec:
     secure_aggregation: bool = False
     secagg_clipping_range: float = 8.0
     secagg_quantization_range: int = 4194304
-    fp16_wire: bool = False
+    #: dtype of the trunk arrays on the wire in plain rounds: "float32", or "float16" (half the bytes; partners
+    #: refuse to send values beyond float16's range; averaged in float64 -> float32 either way).
+    wire_dtype: str = "float32"
     #: Differential privacy (`consortium.privacy`): each partner clips its trunk update to L2 norm
     #: `dp_clipping_norm`, the server adds Gaussian noise (`dp_noise_multiplier` x the sensitivity) to the mean
     #: and records the cumulative ε at `dp_delta` in every ledger line. Partner-level DP.
@@ -118,6 +121,11 @@ class FederationSpec:
             raise InputError(f"plan: federation.secagg_clipping_range must be > 0 and "
                              f"federation.secagg_quantization_range >= 1, got {self.secagg_clipping_range} and "
                              f"{self.secagg_quantization_range}")
+        if self.wire_dtype not in WIRE_DTYPE_NAMES:
+            raise InputError(f"plan: federation.wire_dtype '{self.wire_dtype}' unknown; use one of {WIRE_DTYPE_NAMES}")
+        if self.wire_dtype == "float16" and self.secure_aggregation:
+            raise InputError("plan: federation.wire_dtype = \"float16\" with federation.secure_aggregation: SecAgg+ "
+                             "sends its own quantized integers, so float16 saves nothing there; use \"float32\"")
         self._check_dp()
 
     def _check_dp(self) -> None:
@@ -133,9 +141,9 @@ class FederationSpec:
         if self.dp_enabled and self.dp_noise_multiplier == 0:
             raise InputError("plan: federation.dp_enabled with federation.dp_noise_multiplier = 0 adds no noise "
                              "(ε = infinity); set a noise multiplier > 0 (e.g. 1.0) or turn dp_enabled off")
-        if self.dp_enabled and self.fp16_wire:
-            raise InputError("plan: federation.dp_enabled and federation.fp16_wire together: float16 rounding of "
-                             "every trunk value would push clipped updates past dp_clipping_norm; turn one off")
+        if self.dp_enabled and self.wire_dtype == "float16":
+            raise InputError("plan: federation.dp_enabled with federation.wire_dtype = \"float16\": float16 rounding "
+                             "of every trunk value would push clipped updates past dp_clipping_norm; use \"float32\"")
 
     @property
     def steps_per_round(self) -> int | None:

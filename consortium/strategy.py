@@ -104,7 +104,7 @@ def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list
 def check_trunk(arrays: list[np.ndarray], plan: Plan, dtypes: Iterable[np.dtype] | None = None) -> None:
     """Refuse anything but the plan's trunk arrays (count, order, shapes, dtype, finite values)."""
     shapes = list(trunk_shapes(plan).items())
-    allowed = set(dtypes) if dtypes is not None else {WIRE_DTYPES[plan.federation.fp16_wire]}
+    allowed = set(dtypes) if dtypes is not None else {WIRE_DTYPES[plan.federation.wire_dtype]}
     if len(arrays) != len(shapes):
         raise ReplyRefused(f"{len(arrays)} arrays where the trunk has {len(shapes)} "
                            f"({', '.join(n for n, _ in shapes)}); heads or extra arrays never leave a partner")
@@ -351,7 +351,7 @@ class TrunkFedAvg(FedAvg):
         rnd = server_round + self.offset
         self.sent = parameters_to_ndarrays(parameters)
         parameters = ndarrays_to_parameters(
-            [a.astype(WIRE_DTYPES[self.plan.federation.fp16_wire]) for a in self.sent]
+            [a.astype(WIRE_DTYPES[self.plan.federation.wire_dtype]) for a in self.sent]
         )
         fit_ins = FitIns(parameters, self.round_config(rnd))
         clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_fit_clients),

@@ -12,8 +12,8 @@ import numpy as np
 
 from consortium.plan import Plan, trunk_shapes
 
-#: dtypes a trunk array may travel in: float32, or float16 when the plan's `fp16_wire` option is on.
-WIRE_DTYPES = {False: np.dtype(np.float32), True: np.dtype(np.float16)}
+#: dtypes a trunk array may travel in, by the plan's `federation.wire_dtype`.
+WIRE_DTYPES = {"float32": np.dtype(np.float32), "float16": np.dtype(np.float16)}
 
 
 def trunk_names(plan: Plan) -> list[str]:
@@ -32,7 +32,7 @@ def to_dict(plan: Plan, arrays: list[np.ndarray]) -> dict[str, np.ndarray]:
 
 def to_wire(plan: Plan, arrays: list[np.ndarray]) -> list[np.ndarray]:
     """Cast to the plan's wire dtype (float16 halves the bytes; aggregation is float64 anyway)."""
-    dtype = WIRE_DTYPES[plan.federation.fp16_wire]
+    dtype = WIRE_DTYPES[plan.federation.wire_dtype]
     return [np.ascontiguousarray(a, dtype=dtype) for a in arrays]
 
 

@@ -43,6 +43,7 @@ class PartnerClient(NumPyClient):
         arrays, n_train, loss = self.partner.fit_round(parameters, config)
         arrays = clip_for_privacy(arrays, parameters, self.partner.plan)
         check_clipping_range(arrays, self.partner.plan)
+        check_wire_range(arrays, self.partner.plan)
         metrics: dict[str, Scalar] = {"loss": loss}
         if own:
             metrics[REFERENCE_KEY] = own  # proves plan + key + kit agree; reveals neither
@@ -78,6 +79,18 @@ def check_clipping_range(arrays: list[np.ndarray], plan: Plan) -> None:
         raise PlanMismatch(f"your trunk holds values up to {largest:.4g}, beyond federation.secagg_clipping_range "
                            f"= {fed.secagg_clipping_range:g}: secure aggregation would clip them silently and "
                            "corrupt the average; the consortium must raise the range in the plan")
+
+
+def check_wire_range(arrays: list[np.ndarray], plan: Plan) -> None:
+    """With a float16 wire, refuse to send a trunk whose values left float16's range (they became ±inf)."""
+    if plan.federation.wire_dtype != "float16":
+        return
+    bad = sum(int(np.count_nonzero(~np.isfinite(a))) for a in arrays)
+    if bad:
+        top = float(np.finfo(np.float16).max)
+        raise PlanMismatch(f"your trunk holds {bad} values beyond float16's range (±{top:g}), which "
+                           "federation.wire_dtype = \"float16\" cannot carry; nothing was sent; the "
+                           "consortium must switch the plan to \"float32\"")
 
 
 def check_reference(own: str, consortium: object, name: str) -> None:

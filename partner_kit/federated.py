@@ -257,7 +257,7 @@ class FederatedPartner:
         for p in self.work.glob("round-*"):
             if p.is_dir() and p.name.split("-")[1].isdigit() and int(p.name.split("-")[1]) < rnd - 1:
                 shutil.rmtree(p, ignore_errors=True)
-        dtype = np.float16 if fed.fp16_wire else np.float32
+        dtype = np.float16 if fed.wire_dtype == "float16" else np.float32
         trunk = t.get_trunk()
         self._log_round({"round": rnd, "loss": float(loss), "n_train": t.n_train,
                          "seconds_restore_score": round(scored - started, 4),

@@ -47,11 +47,11 @@ def test_plan_refuses_bad_dp_keys_naming_the_key(key, value, message):
         Plan.from_dict(raw, source="plan.toml")
 
 
-def test_plan_refuses_dp_without_noise_and_dp_with_fp16_wire():
+def test_plan_refuses_dp_without_noise_and_dp_with_a_float16_wire():
     with pytest.raises(InputError, match="adds no noise"):
         tiny_plan(dp_enabled=True, dp_noise_multiplier=0.0)
-    with pytest.raises(InputError, match="fp16_wire"):
-        tiny_plan(dp_enabled=True, fp16_wire=True)
+    with pytest.raises(InputError, match="wire_dtype"):
+        tiny_plan(dp_enabled=True, wire_dtype="float16")
 
 
 def test_dp_plan_round_trips_through_toml(tmp_path):

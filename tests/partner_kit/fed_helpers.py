@@ -58,7 +58,8 @@ def make_federation(root: Path, *, rounds: int = 2, schedule: str = "local_steps
     plan = small_plan(n_features=256, hidden=(32, 16))
     plan = dataclasses.replace(plan, federation=FederationSpec(
         rounds=rounds, schedule=schedule, local_steps=local_steps, local_epochs=local_epochs,
-        min_partners=min_partners or len(rows), secure_aggregation=secure_aggregation, fp16_wire=fp16_wire,
+        min_partners=min_partners or len(rows), secure_aggregation=secure_aggregation,
+        wire_dtype="float16" if fp16_wire else "float32",
         **federation))
     root.mkdir(parents=True, exist_ok=True)
     plan_path = plan.save(root / "plan.toml")
