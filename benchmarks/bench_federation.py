@@ -8,6 +8,11 @@ For 3 toxcast-6 partners prepared with one plan, runs the same rounds
   4. deployed-secagg: 3 with SecAgg+ (4 round trips per round + an example-count probe before round 1)
   5. deployed-tls: 3 over TLS with Flower's node authentication (`consortium certs` / `keygen` / `admit`),
      the consortium's default; its overhead is the TLS handshake and encryption of every message
+  6. deployed-dp: 3 with differential privacy (partners clip their update, the server adds noise and accounts ε;
+     `--dp-clip`, `--dp-sigma`)
+With `--repeats N` the chosen modes run N times, interleaved (A B C, A B C, ...), so load that drifts during the
+benchmark spreads over every mode alike; medians are over all rounds of all repeats, and each run's load average
+is printed.
 and prints per round: wall time (median over rounds), the slowest partner's own compute (training + selection
 scoring, measured inside the partner: `model/federated/rounds.jsonl`), their ratio against the issue's target
 (deployed <= 1.2 x slowest partner + 5 s; SecAgg+ <= 2 x plain) and the bytes each partner sends/receives per
@@ -51,7 +56,7 @@ from partner_kit.join import start_supernode  # noqa: E402
 from partner_kit.simulation import prepared_dir_for  # noqa: E402
 
 SHARED = ROOT / ".." / "shared" / "data" / "consortia" / "toxcast-6"
-MODES = ("embedded", "deployed-cold", "deployed", "deployed-secagg", "deployed-tls")
+MODES = ("embedded", "deployed-cold", "deployed", "deployed-secagg", "deployed-tls", "deployed-dp")
 
 
 def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
@@ -67,6 +72,12 @@ def partner_compute(models: dict[str, Path], rounds: int) -> list[float]:
 def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], work: Path, rounds: int,
              reference: str = "") -> dict:
     run_dir = work / mode
+    if run_dir.exists():  # a repeat: a fresh run directory and fresh partner models
+        import shutil
+
+        for old in (run_dir, work / f"models-{mode}", work / "flwr"):
+            shutil.rmtree(old, ignore_errors=True)
+    load = os.getloadavg()[0]
     # Deployed, the consortium admits only partners that report the reference hash of plan + key + kit.
     configs = {n: PartnerConfig(plan=plan_path, prepared=p, model=work / f"models-{mode}" / n, name=n,
                                 reference_hash=reference) for n, p in prepared.items()}
@@ -111,7 +122,8 @@ def run_mode(mode: str, plan: Plan, plan_path: Path, prepared: dict[str, Path], 
     wall = time.perf_counter() - t0
     compute = partner_compute({n: c.model for n, c in configs.items()}, rounds)
     return {"mode": mode, "round_seconds": status["round_seconds"], "slowest_partner": compute,
-            "bytes_sent_per_partner_round": sent, "bytes_received_per_partner_round": received, "wall": wall}
+            "bytes_sent_per_partner_round": sent, "bytes_received_per_partner_round": received, "wall": wall,
+            "load_before": load, "load_after": os.getloadavg()[0]}
 
 
 def main() -> None:
@@ -125,6 +137,9 @@ def main() -> None:
     ap.add_argument("--modes", nargs="+", default=None, choices=MODES,
                     help="Run only these modes (the SecAgg+ target needs 'deployed' in the same run)")
     ap.add_argument("--work", type=Path, default=None, help="Work directory (default: a temporary one)")
+    ap.add_argument("--repeats", type=int, default=1, help="Run the modes N times, interleaved")
+    ap.add_argument("--dp-clip", type=float, default=1.0, help="deployed-dp: federation.dp_clipping_norm")
+    ap.add_argument("--dp-sigma", type=float, default=1.0, help="deployed-dp: federation.dp_noise_multiplier")
     args = ap.parse_args()
 
     work = Path(args.work or tempfile.mkdtemp(prefix="bench-fed-")).resolve()
@@ -146,18 +161,34 @@ def main() -> None:
     if not args.skip_secagg:
         secagg = dataclasses.replace(plan, federation=dataclasses.replace(plan.federation, secure_aggregation=True))
         modes.append(("deployed-secagg", secagg))
-    modes = [(m, p) for m, p in modes if args.modes is None or m in args.modes]
-    results = []
+    dp = dataclasses.replace(plan, federation=dataclasses.replace(
+        plan.federation, dp_enabled=True, dp_clipping_norm=args.dp_clip, dp_noise_multiplier=args.dp_sigma))
+    modes.append(("deployed-dp", dp))
+    modes = [(m, p) for m, p in modes if (args.modes is None and m != "deployed-dp") or m in (args.modes or [])]
+    setups = {}
     for mode, p in modes:
         p_path = p.save(work / f"plan-{mode}.toml")
-        if p is not plan:  # SecAgg+ is a plan change: its partners need data prepared under it
+        if p is not plan:  # SecAgg+ and DP are plan changes: their partners need data prepared under them
             prep = {n: prepared_dir_for(SHARED / n, p, p_path, key, work / f"prepared-{mode}" / n, progress=False)[0]
                     for n in args.partners}
         else:
             prep, p_path = prepared, plan_path
-        print(f"running {mode} ...", flush=True)
-        reference = "" if mode == "embedded" else reference_hash(p_path, key)
-        results.append(run_mode(mode, p, p_path, prep, work, args.rounds, reference))
+        setups[mode] = (p, p_path, prep, "" if mode == "embedded" else reference_hash(p_path, key))
+    runs = []
+    for rep_i in range(args.repeats):
+        for mode, _ in modes:
+            p, p_path, prep, reference = setups[mode]
+            print(f"running {mode} (repeat {rep_i + 1}/{args.repeats}) ...", flush=True)
+            runs.append(run_mode(mode, p, p_path, prep, work, args.rounds, reference))
+            print(f"  rounds {[round(x, 1) for x in runs[-1]['round_seconds']]} s, load "
+                  f"{runs[-1]['load_before']:.1f} -> {runs[-1]['load_after']:.1f}", flush=True)
+    results = []
+    for mode, _ in modes:  # one row per mode: every round of every repeat
+        mine = [r for r in runs if r["mode"] == mode]
+        results.append({**mine[0], "round_seconds": [x for r in mine for x in r["round_seconds"]],
+                        "slowest_partner": [x for r in mine for x in r["slowest_partner"]],
+                        "wall": sum(r["wall"] for r in mine),
+                        "loads": [(round(r["load_before"], 1), round(r["load_after"], 1)) for r in mine]})
 
     load = os.getloadavg()
     print(f"\nmachine: {platform.platform()}, {os.cpu_count()} CPUs, python {platform.python_version()}, "
@@ -181,9 +212,10 @@ def main() -> None:
         elif r["mode"] == "deployed":
             plain = med
             target, note = 1.2 * slow + 5.0, "(partner-kit join default: warm fork per message)"
-        elif r["mode"] == "deployed-tls":
+        elif r["mode"] in ("deployed-tls", "deployed-dp"):
             target = None
-            note = f"(TLS + node auth: {med / plain:.2f} x plain)" if plain else "(TLS + node auth)"
+            what = "TLS + node auth" if r["mode"] == "deployed-tls" else "DP: clip + noise + ε"
+            note = f"({what}: {med / plain:.2f} x plain)" if plain else f"({what})"
         else:
             target, note = 2.0 * (plain or med), "(target: 2 x plain deployed)"
         ratio = f"{med / target:.2f}" if target else "-"
@@ -193,8 +225,9 @@ def main() -> None:
     print("\nratio = round time / target (<= 1 meets the target). Per-round times:")
     for r in results:
         print(f"  {r['mode']:<17} rounds {[round(x, 1) for x in r['round_seconds']]}, slowest partner "
-              f"{[round(x, 1) for x in r['slowest_partner']]}, total {r['wall']:.0f} s")
-    (work / "bench_federation.json").write_text(json.dumps(results, indent=2))
+              f"{[round(x, 1) for x in r['slowest_partner']]}, total {r['wall']:.0f} s, load before -> after "
+              f"{r.get('loads')}")
+    (work / "bench_federation.json").write_text(json.dumps({"modes": results, "runs": runs}, indent=2))
     print(f"\nraw numbers: {work / 'bench_federation.json'}")
 
 
