@@ -24,7 +24,7 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     Returns one row per (input_assay_id, row) with the merged `value` and `censor` and `n_records`;
     `records` gains a `group` column (-1 for records rejected here).
     """
-    records["group"] = records.groupby(["input_assay_id", "row"], sort=False).ngroup().to_numpy()
+    records["group"] = _group_ids(records["input_assay_id"], records["row"].to_numpy())
     n_groups = int(records["group"].max()) + 1 if len(records) else 0
     group = records["group"].to_numpy()
     value = records["value"].to_numpy()
@@ -76,7 +76,8 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
             for s, v, mv in zip(sign, value[contradicts], m[contradicts], strict=True)
         ]
 
-    first = records.drop_duplicates("group").sort_values("group")
+    first_pos = np.unique(group, return_index=True)[1]  # each group's first record; groups are 0..n-1
+    first = records.iloc[first_pos]
     bad = np.array([r is not None for r in reason], dtype=bool)
     if bad.any():
         sub = records[bad]
@@ -85,12 +86,24 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     kept = np.bincount(group[~bad], minlength=n_groups)
     # Group ids stay stable (records point at them); a group whose records were all rejected has no value.
     return pd.DataFrame({
-        "input_assay_id": first["input_assay_id"].to_numpy(),
+        "input_assay_id": first["input_assay_id"].array,  # stays a Categorical (codes) when the records' is
         "row": first["row"].to_numpy(),
         "value": np.where(kept > 0, merged_value, np.nan),
         "censor": merged_censor,
         "n_records": kept,
     })
+
+
+def _group_ids(assay: pd.Series, row: np.ndarray) -> np.ndarray:
+    """Group number of each record's (assay, row) pair, numbered in order of first appearance.
+
+    That is `groupby([...], sort=False).ngroup()`, computed on integer codes: hashing one int64 per record
+    instead of a Python string per record is what keeps aggregation memory low at millions of records.
+    """
+    codes = (assay.cat.codes.to_numpy() if isinstance(assay.dtype, pd.CategoricalDtype)
+             else pd.factorize(assay, sort=False)[0]).astype(np.int64)
+    key = codes * (int(row.max()) + 1 if len(row) else 1) + row.astype(np.int64)
+    return pd.factorize(key, sort=False)[0].astype(np.int64)
 
 
 def _group_reduce(group: np.ndarray, value: np.ndarray, n: int, ufunc: np.ufunc, fill: float) -> np.ndarray:

@@ -37,7 +37,7 @@ from data_prep.parallel import compute_records
 from data_prep.paths import check_out_dir
 from data_prep.prepared import PreparedData
 from data_prep.tasks import TaskSet, build_tasks, task_table
-from data_prep.validate import STAGES, Rejects, normalize_ids, validate_t0, validate_t1, validate_t2
+from data_prep.validate import STAGES, Rejects, assay_record_counts, validate_t0, validate_t1, validate_t2
 
 FORMAT = "fedqsar-prepared/1"
 
@@ -105,11 +105,14 @@ def prepare(
         tables = read_inputs(input_dir)
         check_out_dir(out_dir, "--out")  # before the long part, not after it; nothing created yet
     t0, t1, t2 = tables["T0"], tables["T1"], tables["T2"]
-    losses = AssayLosses(normalize_ids(t1.frame["input_assay_id"]).value_counts().to_dict())
+    losses = AssayLosses(assay_record_counts(t1))
     with stage("validate"):
         assays = validate_t0(t0, rules, rejects)
         compounds, rejected_ids = validate_t2(t2, rejects)
         records = validate_t1(t1, assays, compounds, rejected_ids, rejects, losses)
+        # The T1 text (≈ 50 bytes a record) is not needed past validation: free it before the later stages.
+        n_t1 = len(t1.frame)
+        t1.frame = t1.frame.iloc[:0]
     std_stats: dict[str, Any] = {}
     with stage("standardize"):
         mols = compute_records(compounds["smiles"].tolist(), config, n_jobs=n_jobs, cache_dir=cache_dir,
@@ -129,8 +132,8 @@ def prepare(
         data, counts = _assemble(config, key, tasks, groups, rows, keep_rows, rejects)
         used_t1 = int(records["used"].sum())
         n_rejected_t1 = rejects.count(t1.label)
-        if used_t1 + n_rejected_t1 != len(t1.frame):  # an internal bookkeeping bug, never user input
-            raise RuntimeError(f"T1 accounting: {used_t1} used + {n_rejected_t1} rejected != {len(t1.frame)}")
+        if used_t1 + n_rejected_t1 != n_t1:  # an internal bookkeeping bug, never user input
+            raise RuntimeError(f"T1 accounting: {used_t1} used + {n_rejected_t1} rejected != {n_t1}")
         rejected = rejects.frame()
         manifest = {
             "format": FORMAT,
@@ -143,11 +146,12 @@ def prepare(
             "n_features": config.fingerprint.size,
             "n_folds": n_folds,
             "inputs": {
-                name: {"file": tab.path.name, "sha256": file_sha256(tab.path), "rows": len(tab.frame)}
+                name: {"file": tab.path.name, "sha256": file_sha256(tab.path),
+                       "rows": n_t1 if tab is t1 else len(tab.frame)}
                 for name, tab in tables.items()
             },
             "counts": {
-                "t0_rows": len(t0.frame), "t1_rows": len(t1.frame), "t2_rows": len(t2.frame),
+                "t0_rows": len(t0.frame), "t1_rows": n_t1, "t2_rows": len(t2.frame),
                 "t1_rows_used": used_t1,
                 "compounds_standardized": int(sum(m.ok for m in mols)),
                 "compounds_failed_standardization": int(sum(not m.ok for m in mols)),
@@ -235,8 +239,17 @@ def _merge_structures(compounds: pd.DataFrame, mols: list[MolRecord], key: bytes
 
 
 def _attach_rows(records: pd.DataFrame, rows: _Rows, rejects: Rejects, t1_name: str) -> pd.DataFrame:
-    """Give each activity record its matrix row; records of compounds that failed standardization go."""
-    row = records["input_compound_id"].map(rows.compound_row)
+    """Give each activity record its matrix row; records of compounds that failed standardization go.
+
+    The compound ids are a Categorical (validate_t1): the lookup runs once per compound, then by code."""
+    ids = records["input_compound_id"]
+    if isinstance(ids.dtype, pd.CategoricalDtype):
+        per_compound = np.array([rows.compound_row.get(c, -1) for c in ids.cat.categories], dtype=np.int64)
+        row = pd.Series(per_compound[ids.cat.codes.to_numpy()] if len(per_compound) else
+                        np.zeros(0, np.int64), index=records.index)
+        row = row.where(row >= 0)
+    else:
+        row = ids.map(rows.compound_row)
     failed = row.isna().to_numpy()
     if failed.any():
         sub = records[failed]
@@ -274,7 +287,7 @@ def _account_for_unused(tasks: TaskSet, groups: pd.DataFrame, records: pd.DataFr
         )
         rejects.add(t1_name, sub["t1_row"], sub["input_compound_id"], "tasks", reasons)
         settings = _quorum_settings(tasks.dropped)
-        lost = sub["input_assay_id"][quorum]
+        lost = pd.Series(sub["input_assay_id"].to_numpy(dtype=object)[quorum])
         for setting, ids in lost.groupby(lost.map(lambda a: settings.get(a, "tasks quorums"))):
             losses.add(setting, "quorum", ids)
     dropped_assays = assays[assays["rejected"].isna() & ~assays.index.isin(kept_assays)]
