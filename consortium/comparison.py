@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from consortium.stats import VARIANTS, Quorum, TaskPanel, build_panel
+from consortium.stats import VARIANTS, Quorum, TaskPanel, build_panel, merge_panels
 from data_prep.errors import InputError
 
 COMPARISON_JSON = "comparison.json"
@@ -33,6 +33,7 @@ class ModelRun:
     dir: Path
     info: dict[str, Any]
     metrics: dict[str, Any]
+    test_fold: int = 0
 
     @property
     def history(self) -> list[dict[str, Any]]:
@@ -75,7 +76,8 @@ def _read_json(path: Path, what: str) -> dict[str, Any]:
         raise InputError(f"{path} is not valid JSON ({exc}); was it truncated? rerun the step that writes it") from None
 
 
-def _read_model(partner: str, variant: str, seed: int, model_dir: Path) -> tuple[ModelRun, pd.DataFrame]:
+def _read_model(partner: str, variant: str, seed: int, model_dir: Path,
+                test_fold: int = 0) -> tuple[ModelRun, pd.DataFrame]:
     if not model_dir.is_dir():
         raise InputError(f"model directory {model_dir} ({variant}, partner {partner}, seed {seed}) not found")
     info = _read_json(model_dir / "model.json", "is this a finished model directory?")
@@ -100,21 +102,23 @@ def _read_model(partner: str, variant: str, seed: int, model_dir: Path) -> tuple
         i = int(np.flatnonzero(bad)[0])
         raise InputError(f"{path} row {i}: prediction {pred[i]!r} is not a finite number; the model diverged or "
                          "the file was edited")
-    return ModelRun(partner, variant, int(seed), model_dir, info, metrics), frame
+    return ModelRun(partner, variant, int(seed), model_dir, info, metrics, int(test_fold)), frame
 
 
-def _assemble(entries: list[tuple[str, str, int, Path]], meta: dict[str, Any], source: str) -> Comparison:
+def _assemble(entries: list[tuple[str, str, int, Path, int]], meta: dict[str, Any], source: str) -> Comparison:
+    """Entries are (partner, variant, seed, model dir, test fold); one panel per partner, its test folds merged."""
     runs: list[ModelRun] = []
-    frames: dict[str, dict[tuple[str, int], pd.DataFrame]] = {}
-    for partner, variant, seed, model_dir in entries:
+    frames: dict[str, dict[int, dict[tuple[str, int], pd.DataFrame]]] = {}
+    for partner, variant, seed, model_dir, fold in entries:
         if variant not in VARIANTS:
             raise InputError(f"{source}: model {model_dir} has variant '{variant}'; expected one of {list(VARIANTS)}")
         key = (variant, int(seed))
-        if key in frames.get(partner, {}):
-            raise InputError(f"{source}: partner {partner} lists two {variant} models for seed {seed}")
-        run, frame = _read_model(partner, variant, seed, model_dir)
+        if key in frames.get(partner, {}).get(fold, {}):
+            raise InputError(f"{source}: partner {partner} lists two {variant} models for seed {seed}, "
+                             f"test fold {fold}")
+        run, frame = _read_model(partner, variant, seed, model_dir, fold)
         runs.append(run)
-        frames.setdefault(partner, {})[key] = frame
+        frames.setdefault(partner, {}).setdefault(fold, {})[key] = frame
     hashes = {r.info.get("plan_hash") for r in runs}
     if len(hashes) > 1:
         first, other = runs[0], next(r for r in runs if r.info.get("plan_hash") != runs[0].info.get("plan_hash"))
@@ -123,12 +127,13 @@ def _assemble(entries: list[tuple[str, str, int, Path]], meta: dict[str, Any], s
                          "compare models of one plan")
     panels = {}
     partner_meta = meta.get("partners", {})
-    for partner, by_key in frames.items():
-        if "single" not in {v for v, _ in by_key}:
+    for partner, by_fold in frames.items():
+        variants = {v for keys in by_fold.values() for v, _ in keys}
+        if "single" not in variants:
             raise InputError(f"{source}: partner {partner} has no single-partner model; every comparison is "
                              "against the single-partner baseline")
-        if len({v for v, _ in by_key}) < 2:
-            raise InputError(f"{source}: partner {partner} has only {next(iter(by_key))[0]} models; nothing to compare")
+        if len(variants) < 2:
+            raise InputError(f"{source}: partner {partner} has only {next(iter(variants))} models; nothing to compare")
         run = next(r for r in runs if r.partner == partner and r.variant == "single")
         tasks = pd.DataFrame.from_records(run.info.get("tasks") or [])
         if tasks.empty or "task_index" not in tasks:
@@ -137,8 +142,11 @@ def _assemble(entries: list[tuple[str, str, int, Path]], meta: dict[str, Any], s
             "assay_type", pd.Series([None] * len(tasks))), strict=True) if t is not None and pd.notna(t)}
         types.update({str(k): str(v) for k, v in (partner_meta.get(partner, {}).get("assay_types") or {}).items()
                       if v is not None})
+        quorum = Quorum.from_plan(run.info.get("plan") or {})
         try:
-            panels[partner] = build_panel(partner, tasks, by_key, Quorum.from_plan(run.info.get("plan") or {}), types)
+            per_fold = [build_panel(partner, tasks, by_key, quorum, types, test_fold=fold)
+                        for fold, by_key in sorted(by_fold.items())]
+            panels[partner] = per_fold[0] if len(per_fold) == 1 else merge_panels(per_fold)
         except ValueError as exc:
             raise InputError(f"partner {partner}: {exc}") from None
     return Comparison(meta=meta, panels=panels, runs=runs, source=source)
@@ -154,7 +162,8 @@ def load_comparison(run_dir: str | Path) -> Comparison:
     entries = []
     for i, m in enumerate(models):
         try:
-            entries.append((str(m["partner"]), str(m["variant"]), int(m["seed"]), run_dir / str(m["dir"])))
+            entries.append((str(m["partner"]), str(m["variant"]), int(m["seed"]), run_dir / str(m["dir"]),
+                            int(m.get("test_fold", 0))))
         except (KeyError, TypeError, ValueError):
             raise InputError(f"{run_dir / COMPARISON_JSON}: models[{i}] needs partner, variant, seed and dir; "
                              f"got {m!r}") from None
@@ -163,13 +172,13 @@ def load_comparison(run_dir: str | Path) -> Comparison:
 
 def comparison_from_models(models: dict[str, Path], partner: str = "partner") -> Comparison:
     """One partner's comparison from model directories keyed by variant (`partner-kit compare`), seed as trained."""
-    entries: list[tuple[str, str, int, Path]] = []
+    entries: list[tuple[str, str, int, Path, int]] = []
     first_metrics: dict[str, Any] = {}
     plan_hash, plan_name = None, None
     for variant, model_dir in models.items():
         model_dir = Path(model_dir)
         info = _read_json(model_dir / "model.json", "is this a finished model directory?")
-        entries.append((partner, variant, 0, model_dir))
+        entries.append((partner, variant, 0, model_dir, 0))
         first_metrics = first_metrics or _read_json(model_dir / "metrics.json", "is this a finished model directory?")
         if variant == "single":
             plan_hash, plan_name = info.get("plan_hash"), (info.get("plan") or {}).get("name")

@@ -54,7 +54,7 @@ def _per_task(scores: stats.PanelScores, delong: dict[str, pd.DataFrame]) -> lis
             for m in metrics:
                 rec[f"{v}_{m}"] = float(np.mean(scores.point[v][m][:, t]))
         for pair, frame in delong.items():
-            hit = frame[frame["task_index"] == rec["task_index"]]
+            hit = frame[(frame["task_index"] == rec["task_index"]) & (frame["test_fold"] == rec.get("test_fold", 0))]
             if len(hit):
                 rec[f"delong_p_{pair}"] = float(hit["p"].iat[0])
                 rec[f"delong_p_by_{pair}"] = float(hit["p_by"].iat[0])
@@ -274,7 +274,10 @@ def _meta_section(data: dict[str, Any]) -> str:
     rows = [
         ("plan", f"{_e(data.get('plan_name'))} (hash <code>{_e(str(data.get('plan_hash'))[:16])}…</code>)"),
         ("test fold / validation fold", f"{_e(data.get('test_fold'))} / {_e(data.get('valid_fold'))}: every "
-         "number here is on the test fold; models were selected on the validation fold only"),
+         "number here is on the test fold; models were selected on the validation fold only" + (
+             " (the test fold rotates: each listed test fold was held out in turn, with the validation fold "
+             "beside it in the same position; a task tested on several folds counts once per fold, and the "
+             "bootstrap redraws the compounds of all of them)" if isinstance(data.get("test_fold"), list) else "")),
         ("model selection", _e(data.get("selection") or "n/a")),
         ("seeds", f"{_e(', '.join(map(str, data.get('seeds', []))))} (same key and folds for every seed)"),
         ("variants", _e(", ".join(data.get("variants", [])))),
@@ -297,9 +300,20 @@ def _meta_section(data: dict[str, Any]) -> str:
     return "<dl class=meta>" + "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in rows) + "</dl>"
 
 
+def _folds(data: dict[str, Any]) -> str:
+    folds = data.get("test_fold")
+    return ", ".join(map(str, folds)) + " (rotated)" if isinstance(folds, list) else str(folds)
+
+
+def _task_label(r: dict[str, Any], multi_fold: bool) -> str:
+    """Task index, with its test fold when the test fold rotated (a task then has one row per fold)."""
+    return f"{r['task_index']}" + (f" (fold {r.get('test_fold')})" if multi_fold else "")
+
+
 def _task_tables(data: dict[str, Any]) -> str:
     out = []
     variants = data.get("variants", [])
+    multi = isinstance(data.get("test_fold"), list)
     for partner, p in data["partners"].items():
         rows = p.get("per_task", [])
         cols = [c for m in stats.METRICS for v in variants for c in [f"{v}_{m}"] if any(c in r for r in rows)]
@@ -307,11 +321,11 @@ def _task_tables(data: dict[str, Any]) -> str:
                 + "".join(f"<th>{_e(c.replace('_', ' ', 1))}</th>" for c in cols)
                 + "<th>DeLong p (BY), fed vs single</th></tr>")
         body = "".join(
-            f"<tr><td>{r['task_index']}</td><td class=l>{_e(r['input_assay_id'])}</td><td class=l>"
+            f"<tr><td>{_task_label(r, multi)}</td><td class=l>{_e(r['input_assay_id'])}</td><td class=l>"
             f"{_e(r['assay_type'])}</td><td class=l>{_e(r['kind'])}</td><td>{r['n']}</td>"
             + "".join(f"<td>{_num(r.get(c))}</td>" for c in cols)
             + f"<td>{_num(r.get('delong_p_by_federated-single'))}</td></tr>" for r in rows)
-        excl = "".join(f"<tr><td>{r['task_index']}</td><td class=l>{_e(r['input_assay_id'])}</td><td class=l>"
+        excl = "".join(f"<tr><td>{_task_label(r, multi)}</td><td class=l>{_e(r['input_assay_id'])}</td><td class=l>"
                        f"{_e(r['kind'])}</td><td class=l>{_e(r['reason'])}</td></tr>" for r in p["excluded"])
         out.append(f"<details><summary>partner {_e(partner)}: {len(rows)} evaluable tasks, "
                    f"{len(p['excluded'])} excluded</summary><table>{head}{body}</table>"
@@ -363,7 +377,7 @@ def render_html(data: dict[str, Any]) -> str:
 <html lang="en"><head><meta charset="utf-8"><meta name="viewport" content="width=device-width, initial-scale=1">
 <title>{_e(title)}</title><style>{CSS}</style></head><body><main>
 <h1>{_e(title)}</h1>
-<p class=sub>Test fold {_e(data.get('test_fold'))}, {len(data.get('seeds', []))} seed(s),
+<p class=sub>Test fold {_e(_folds(data))}, {len(data.get('seeds', []))} seed(s),
 {data['bootstrap']['replicates']} bootstrap replicates. Generated {_e(data.get('generated'))} from
 <code>{_e(data.get('source'))}</code>. Every number is in
 <code>{_e(data.get('json_name', REPORT_JSON))}</code> beside this file.</p>
@@ -399,7 +413,7 @@ def interval_table(data: dict[str, Any], metric: str = "auc_pr") -> Any:
 
     pairs = [p for p in ("federated-single", "pooled-single", "federated-pooled")
              if p in data["consortium"].get("pairs", {})]
-    table = Table(title=f"test fold {data.get('test_fold')}: mean Δ {_metric_label(metric)} [95 % bootstrap CI], "
+    table = Table(title=f"test fold {_folds(data)}: mean Δ {_metric_label(metric)} [95 % bootstrap CI], "
                         f"{len(data.get('seeds', []))} seed(s)")
     table.add_column("partner")
     table.add_column("tasks", justify="right")

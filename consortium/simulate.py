@@ -34,7 +34,7 @@ from data_prep.atomic import write_text_atomic
 from data_prep.console import console
 from data_prep.errors import InputError
 
-SUMMARY_COLUMNS = ("seed", "partner", "tasks", "class_tasks", "regr_tasks", "n_train",
+SUMMARY_COLUMNS = ("seed", "test_fold", "partner", "tasks", "class_tasks", "regr_tasks", "n_train",
                    "single_auc_pr", "federated_auc_pr", "pooled_auc_pr", "delta_auc_pr",
                    "single_auc_roc", "federated_auc_roc", "pooled_auc_roc", "delta_auc_roc",
                    "single_r2", "federated_r2", "pooled_r2", "delta_r2", "best_round", "selection_metric")
@@ -71,15 +71,27 @@ def seed_values(plan: Plan, seeds: int) -> list[int]:
     return [int(plan.training.seed) + i for i in range(seeds)]
 
 
-def seed_dir(out: Path, seed: int, n_seeds: int) -> Path:
-    """Where one seed's federation, baselines and pooled models go (the run dir itself for a single seed)."""
-    return out if n_seeds == 1 else out / "seeds" / str(seed)
+def seed_dir(out: Path, seed: int, n_seeds: int, test_fold: int = 0, n_test_folds: int = 1) -> Path:
+    """Where one replicate's federation, baselines and pooled models go: the run dir itself for one seed and one
+    test fold, else `seeds/<seed>/`, under `folds/<test fold>/` when the test fold rotates."""
+    base = out if n_test_folds == 1 else out / "folds" / str(test_fold)
+    return base if n_seeds == 1 else base / "seeds" / str(seed)
+
+
+def fold_pairs(plan: Plan, test_folds: int) -> list[tuple[int, int]]:
+    """(test fold, validation fold) of each rotation: fold r is tested, fold r + 1 (cyclic) selects the model."""
+    n = plan.data.folds.n_folds
+    if not 1 <= test_folds <= n:
+        raise InputError(f"--test-folds must be 1..{n} (the plan's folds.n_folds), got {test_folds}")
+    return [(r, (r + 1) % n) for r in range(test_folds)]
 
 
 def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | None = None, rounds: int | None = None,
              resume: bool = False, baseline: bool = True, pooled: bool = False, seeds: int = 1,
-             keep_checkpoints: int = 0, progress: bool = True, verbose: bool = False) -> SimulationResult:
-    """Prepare (cached); per seed: federate embedded, train baselines (and the pooled bound); write the tables."""
+             keep_checkpoints: int = 0, progress: bool = True, verbose: bool = False,
+             test_folds: int = 1) -> SimulationResult:
+    """Prepare (cached); per test fold and seed: federate embedded, train baselines (and the pooled bound); write
+    the tables. `test_folds` > 1 rotates the test fold (cross-validation: more test compounds, tighter intervals)."""
     from consortium.embedded import run_embedded
     from partner_kit.client_app import app as client_app
     from partner_kit.federated import PartnerConfig
@@ -99,6 +111,8 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     if pooled and not baseline:
         raise InputError("--pooled is compared with the single-partner baselines; drop --no-baseline")
     seed_list = seed_values(plan, seeds)
+    folds = fold_pairs(plan, test_folds)
+    replicates = [(test, valid, seed) for test, valid in folds for seed in seed_list]
     variant_dirs = ([("single", "baseline")] if baseline else []) + [("federated", "model")] + (
         [("pooled", "pooled")] if pooled else [])
     if not verbose:
@@ -121,11 +135,14 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     bytes_in: dict[str, int] = dict.fromkeys(names, 0)
     bytes_out: dict[str, int] = dict.fromkeys(names, 0)
     partner_seconds: dict[str, float] = dict.fromkeys(names, 0.0)
-    for i, seed in enumerate(seed_list):
-        sdir = seed_dir(out, seed, len(seed_list))
-        label = f"seed {seed} ({i + 1}/{len(seed_list)})" if len(seed_list) > 1 else ""
+    for i, (test_fold, valid_fold, seed) in enumerate(replicates):
+        sdir = seed_dir(out, seed, len(seed_list), test_fold, len(folds))
+        label = " ".join(([f"test fold {test_fold}"] if len(folds) > 1 else []) + (
+            [f"seed {seed}"] if len(seed_list) > 1 else []))
+        label = f"{label} ({i + 1}/{len(replicates)})" if len(replicates) > 1 else ""
         configs = {name: PartnerConfig(plan=Path(plan_path).resolve(), prepared=prepared[name],
-                                       model=sdir / "partners" / name / "model", name=name, seed=seed)
+                                       model=sdir / "partners" / name / "model", name=name, seed=seed,
+                                       valid_fold=valid_fold, test_fold=test_fold)
                    for name in names}
         t0 = time.perf_counter()
         columns = [TextColumn(f"[bold]federation {label}"), BarColumn(), MofNCompleteColumn(),
@@ -155,7 +172,8 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
                 if progress:
                     console.print(f"{name}: single-partner baseline {label}")
                 baselines[name] = train_baseline(plan, prepared[name], sdir / "partners" / name / "baseline",
-                                                 seed=seed, progress=progress)
+                                                 seed=seed, progress=progress, valid_fold=valid_fold,
+                                                 test_fold=test_fold)
         seconds["baselines"] += time.perf_counter() - t0
         t0 = time.perf_counter()
         pooled_metrics: dict[str, dict[str, Any]] = {}
@@ -163,27 +181,29 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
             if progress:
                 console.print(f"pooled model over {', '.join(names)} {label}")
             pooled_metrics = train_pooled_cached(plan, prepared, {n: sdir / "partners" / n / "pooled" for n in names},
-                                                 seed=seed, progress=progress)
+                                                 seed=seed, progress=progress, valid_fold=valid_fold,
+                                                 test_fold=test_fold)
         seconds["pooled"] += time.perf_counter() - t0
 
         for name, cfg in configs.items():
             fed = read_metrics(cfg.model)
             info = json.loads((cfg.model / "model.json").read_text())
             row = summary_row(name, info, fed, baselines.get(name), pooled_metrics.get(name))
-            rows.append({"seed": seed, **row})
+            rows.append({"seed": seed, "test_fold": test_fold, **row})
             for variant, d in variant_dirs:
-                models.append({"seed": seed, "partner": name, "variant": variant,
+                models.append({"seed": seed, "test_fold": test_fold, "partner": name, "variant": variant,
                                "dir": str((sdir / "partners" / name / d).relative_to(out))})
         # After every seed, so a long study stopped part-way still has its tables for the seeds it finished.
         result = SimulationResult(run_dir=out, rows=rows, status=status, seconds=seconds, bytes_to_partner=bytes_in,
                                   bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
         write_summary(result, plan, total_rounds)
-        write_comparison(out, plan, prepared, seed_list[:i + 1], models)
+        write_comparison(out, plan, prepared, sorted({r[2] for r in replicates[:i + 1]}), models,
+                         folds=folds[:1 + i // len(seed_list)])
     return result
 
 
 def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: list[int],
-                     models: list[dict[str, Any]]) -> Path:
+                     models: list[dict[str, Any]], folds: list[tuple[int, int]] | None = None) -> Path:
     """`comparison.json`: which model directories the report compares, and how they were chosen."""
     import pandas as pd
 
@@ -194,11 +214,15 @@ def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: li
         partners[name] = {"prepared": str(pdir),
                           "assay_types": {str(a): (None if t is None else str(t))
                                           for a, t in zip(tasks["input_assay_id"], types, strict=True)}}
+    folds = folds or [(0, 1)]
+    pairs = ", ".join(f"fold {v} selects for test fold {t}" for t, v in folds)
     doc = {
-        "plan_hash": plan.hash, "plan_name": plan.name, "test_fold": 0, "valid_fold": 1, "seeds": seeds,
+        "plan_hash": plan.hash, "plan_name": plan.name, "test_fold": folds[0][0] if len(folds) == 1 else
+        [t for t, _ in folds], "valid_fold": folds[0][1] if len(folds) == 1 else [v for _, v in folds],
+        "seeds": seeds,
         "rounds": plan.federation.rounds, "schedule": plan.federation.schedule,
         "local_steps": plan.federation.local_steps, "trunk_optimizer": plan.federation.trunk_optimizer,
-        "selection": ("each model chosen on the validation fold (fold 1) only, never the test fold (fold 0): "
+        "selection": (f"each model chosen on its validation fold only ({pairs}), never on the test fold: "
                       "single-partner and pooled models by early stopping over epochs, federated models by the "
                       "partner's own choice of round; score = task-count-weighted mean of the aggregated AUC-PR "
                       "(classification) and R² (regression) of every task evaluable there, else the validation loss"),
@@ -254,8 +278,12 @@ def _mean_sd(values: list[float], signed: bool = False) -> str:
 def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Per partner, means over seeds (± the seeds' standard deviation when there are several)."""
     seeds = sorted({r.get("seed") for r in rows}, key=str)
-    caption = ("test fold, aggregation-weighted over evaluable tasks; " + (
-        f"mean ± SD over {len(seeds)} seeds; " if len(seeds) > 1 else "one seed; ") +
+    folds = sorted({r.get("test_fold", 0) for r in rows})
+    reps = len(seeds) * len(folds)
+    what = f"{len(seeds)} seed(s) × {len(folds)} test folds" if len(folds) > 1 else f"{len(seeds)} seeds"
+    caption = ("test fold" + ("s " + ", ".join(map(str, folds)) if len(folds) > 1 else "") +
+               ", aggregation-weighted over evaluable tasks; " + (
+        f"mean ± SD over {what}; " if reps > 1 else "one seed; ") +
         "best = round(s) each partner kept (on its validation fold). Intervals: report.html")
     table = Table(title=title, caption=caption)
     show_r2 = any(r["regr_tasks"] for r in rows)

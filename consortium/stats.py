@@ -289,7 +289,7 @@ class Quorum:
 
 
 def build_panel(partner: str, tasks: pd.DataFrame, predictions: dict[tuple[str, int], pd.DataFrame],
-                quorum: Quorum, assay_types: dict[str, str] | None = None) -> TaskPanel:
+                quorum: Quorum, assay_types: dict[str, str] | None = None, test_fold: int = 0) -> TaskPanel:
     """Align the variants' long-format test predictions (key (variant, seed)) into a `TaskPanel`.
 
     Regression tasks keep their uncensored rows only. Every variant and seed must hold the same (row, task)
@@ -332,7 +332,7 @@ def build_panel(partner: str, tasks: pd.DataFrame, predictions: dict[tuple[str, 
         assay = str(meta.get("input_assay_id", t))
         weight = float(meta.get("aggregation_weight", 1.0) if pd.notna(meta.get("aggregation_weight", 1.0)) else 1.0)
         why = quorum.reason(kind, y) or (None if weight > 0 else "aggregation_weight 0")
-        record = {"task_index": t, "kind": kind, "input_assay_id": assay,
+        record = {"task_index": t, "test_fold": int(test_fold), "kind": kind, "input_assay_id": assay,
                   "assay_type": assay_types.get(assay, "unknown"), "n": int(y.size),
                   "n_pos": int((y > 0).sum()) if kind == "classification" else None,
                   "n_neg": int((y <= 0).sum()) if kind == "classification" else None,
@@ -349,14 +349,36 @@ def build_panel(partner: str, tasks: pd.DataFrame, predictions: dict[tuple[str, 
     for t, meta in info.iterrows():
         if int(t) not in labelled:
             assay = str(meta.get("input_assay_id", t))
-            excluded.append({"task_index": int(t), "kind": str(meta.get("kind")), "input_assay_id": assay,
+            excluded.append({"task_index": int(t), "test_fold": int(test_fold), "kind": str(meta.get("kind")),
+                             "input_assay_id": assay,
                              "assay_type": assay_types.get(assay, "unknown"), "n": 0, "n_pos": None, "n_neg": None,
                              "aggregation_weight": meta.get("aggregation_weight"),
                              "reason": "no uncensored label in the test fold"})
-    columns = ["task_index", "kind", "input_assay_id", "assay_type", "n", "n_pos", "n_neg", "aggregation_weight"]
+    columns = ["task_index", "test_fold", "kind", "input_assay_id", "assay_type", "n", "n_pos", "n_neg",
+               "aggregation_weight"]
     return TaskPanel(partner=partner, tasks=pd.DataFrame.from_records(keep, columns=columns), rows=rows, pos=pos,
                      y=ys, pred=pred, seeds=seeds,
                      excluded=pd.DataFrame.from_records(excluded, columns=[*columns, "reason"]))
+
+
+def merge_panels(panels: Sequence[TaskPanel]) -> TaskPanel:
+    """One partner's panels of several test folds as one: tasks side by side (a task tested on two folds counts
+    twice, once per fold), compounds the union of the folds' (disjoint) test compounds, so a bootstrap replicate
+    redraws all of them. Every panel must hold the same variants and seeds."""
+    first = panels[0]
+    for p in panels[1:]:
+        if p.seeds != first.seeds or p.variants != first.variants:
+            raise ValueError(f"test folds {int(first.tasks['test_fold'].iat[0]) if len(first.tasks) else '?'} and "
+                             f"{int(p.tasks['test_fold'].iat[0]) if len(p.tasks) else '?'} were run with different "
+                             "seeds or variants")
+    rows = np.unique(np.concatenate([p.rows for p in panels]))
+    if rows.size != sum(p.rows.size for p in panels):
+        raise ValueError("the test folds share compounds; folds must partition the partner's rows")
+    pos = [np.searchsorted(rows, p.rows[i]) for p in panels for i in p.pos]
+    return TaskPanel(partner=first.partner, tasks=pd.concat([p.tasks for p in panels], ignore_index=True),
+                     rows=rows, pos=pos, y=[y for p in panels for y in p.y],
+                     pred={v: [a for p in panels for a in p.pred[v]] for v in first.variants}, seeds=first.seeds,
+                     excluded=pd.concat([p.excluded for p in panels], ignore_index=True))
 
 
 # ---- metrics of every task, variant, seed, replicate ---------------------------------------------------------
@@ -568,13 +590,17 @@ def delong_tasks(panel: TaskPanel, a: str, b: str) -> pd.DataFrame:
             continue
         y = panel.y[t] > 0
         if min(y.sum(), (~y).sum()) < 2:  # only with a plan quorum below 2: no variance estimate, no test
-            records.append({"task_index": int(panel.tasks["task_index"].iat[t]), "auc_a": math.nan,
-                            "auc_b": math.nan, "z": math.nan, "p": math.nan})
+            records.append({"task_index": int(panel.tasks["task_index"].iat[t]), "test_fold": _fold(panel, t),
+                            "auc_a": math.nan, "auc_b": math.nan, "z": math.nan, "p": math.nan})
             continue
         res = delong_test(y, panel.pred[a][t].mean(axis=0), panel.pred[b][t].mean(axis=0))
-        records.append({"task_index": int(panel.tasks["task_index"].iat[t]), "auc_a": res.auc_a,
-                        "auc_b": res.auc_b, "z": res.z, "p": res.p})
-    return pd.DataFrame.from_records(records, columns=["task_index", "auc_a", "auc_b", "z", "p"])
+        records.append({"task_index": int(panel.tasks["task_index"].iat[t]), "test_fold": _fold(panel, t),
+                        "auc_a": res.auc_a, "auc_b": res.auc_b, "z": res.z, "p": res.p})
+    return pd.DataFrame.from_records(records, columns=["task_index", "test_fold", "auc_a", "auc_b", "z", "p"])
+
+
+def _fold(panel: TaskPanel, t: int) -> int:
+    return int(panel.tasks["test_fold"].iat[t]) if "test_fold" in panel.tasks else 0
 
 
 def delong_counts(frame: pd.DataFrame, alpha: float = ALPHA) -> dict[str, Any]:

@@ -75,7 +75,8 @@ def cached_metrics(model_dir: Path, plan: Plan, seed: int, **expected: Any) -> d
 def train_baseline(plan: Plan, prepared: Path, out: Path, *, seed: int | None = None, progress: bool = True,
                    valid_fold: int = 1, test_fold: int = 0) -> dict[str, Any]:
     """The single-partner baseline with the plan's training settings (cached in `out/metrics.json`)."""
-    cached = cached_metrics(out, plan, plan.training.seed if seed is None else seed)
+    cached = cached_metrics(out, plan, plan.training.seed if seed is None else seed, valid_fold=valid_fold,
+                            test_fold=test_fold)
     if cached is not None:
         return cached
     data = PreparedData.load(prepared)
@@ -91,13 +92,15 @@ def read_metrics(model_dir: Path) -> dict[str, Any]:
 
 
 def train_pooled_cached(plan: Plan, prepared: dict[str, Path], out_dirs: dict[str, Path], *, seed: int,
-                        progress: bool = True) -> dict[str, dict[str, Any]]:
+                        progress: bool = True, valid_fold: int = 1, test_fold: int = 0) -> dict[str, dict[str, Any]]:
     """The pooled upper bound (see `partner_kit.pooled`), reused when every partner's pooled model is current."""
     from partner_kit.pooled import train_pooled
 
-    cached = {name: cached_metrics(out, plan, seed, partners=list(prepared)) for name, out in out_dirs.items()}
+    cached = {name: cached_metrics(out, plan, seed, partners=list(prepared), valid_fold=valid_fold,
+                                   test_fold=test_fold) for name, out in out_dirs.items()}
     found = {name: m for name, m in cached.items() if m is not None}
     if len(found) == len(out_dirs):
         return found
     datas = {name: PreparedData.load(p) for name, p in prepared.items()}
-    return train_pooled(plan, datas, out_dirs, seed=seed, progress=progress)
+    return train_pooled(plan, datas, out_dirs, seed=seed, progress=progress, valid_fold=valid_fold,
+                        test_fold=test_fold)

@@ -68,8 +68,11 @@ def _predict(rng: np.random.Generator, labels: pd.DataFrame, signal: float) -> n
 
 def write_run(run_dir: Path, *, partners: tuple[str, ...] = ("A", "B", "C"), seeds: tuple[int, ...] = (0, 1, 2),
               n_class: int = 8, n_regr: int = 3, n_rows: int = 200, pooled: bool = True,
-              signal: dict[str, float] | None = None, seed: int = 0) -> Path:
-    """Write a run directory: comparison.json plus one model directory per (seed, partner, variant)."""
+              signal: dict[str, float] | None = None, seed: int = 0, folds: tuple[int, ...] = (0,)) -> Path:
+    """Write a run directory: comparison.json plus one model directory per (test fold, seed, partner, variant).
+
+    With several `folds` each test fold holds its own compounds (rows offset by fold * n_rows), as a rotated
+    test fold does."""
     signal = signal or SIGNAL
     rng = np.random.default_rng(seed)
     plan = {"name": "synthetic", "tasks": {"min_eval_actives_per_fold": 10, "min_eval_inactives_per_fold": 10,
@@ -79,27 +82,34 @@ def write_run(run_dir: Path, *, partners: tuple[str, ...] = ("A", "B", "C"), see
     models, meta_partners = [], {}
     for partner in partners:
         tasks = _tasks(n_class, n_regr, small=True)
-        labels = _labels(rng, tasks, n_rows)
         meta_partners[partner] = {"prepared": f"/nowhere/{partner}/prepared",
                                   "assay_types": {t["input_assay_id"]: t["assay_type"] for t in tasks}}
-        for s in seeds:
-            for v in variants:
-                rel = f"seeds/{s}/partners/{partner}/{ {'single': 'baseline', 'federated': 'model'}.get(v, v) }"
-                d = run_dir / rel
-                d.mkdir(parents=True, exist_ok=True)
-                frame = labels.copy()
-                frame["pred"] = _predict(rng, labels, signal[v])
-                frame.to_parquet(d / "test_predictions.parquet", index=False)
-                axis = "round" if v == "federated" else "epoch"
-                scores = np.cumsum(rng.uniform(0.0, 0.02, 12)) + 0.3 + 0.05 * signal[v]
-                history = [{axis: i + (1 if axis == "round" else 0), "valid_score": float(x)}
-                           for i, x in enumerate(scores)]
-                metrics = {"selection_metric": "auc_pr", "valid_fold": 1, "test_fold": 0, "history": history,
-                           ("best_round" if axis == "round" else "best_epoch"): history[-2][axis]}
-                (d / "metrics.json").write_text(json.dumps(metrics))
-                (d / "model.json").write_text(json.dumps({"plan_hash": "f" * 64, "plan": plan, "tasks": tasks}))
-                models.append({"seed": s, "partner": partner, "variant": v, "dir": rel})
-    comparison = {"plan_hash": "f" * 64, "plan_name": "synthetic", "test_fold": 0, "valid_fold": 1,
+        for fold in folds:
+            labels = _labels(rng, tasks, n_rows)
+            labels["row"] += fold * n_rows
+            base = "" if len(folds) == 1 else f"folds/{fold}/"
+            for s in seeds:
+                for v in variants:
+                    sub = {"single": "baseline", "federated": "model"}.get(v, v)
+                    rel = f"{base}seeds/{s}/partners/{partner}/{sub}"
+                    d = run_dir / rel
+                    d.mkdir(parents=True, exist_ok=True)
+                    frame = labels.copy()
+                    frame["pred"] = _predict(rng, labels, signal[v])
+                    frame.to_parquet(d / "test_predictions.parquet", index=False)
+                    axis = "round" if v == "federated" else "epoch"
+                    scores = np.cumsum(rng.uniform(0.0, 0.02, 12)) + 0.3 + 0.05 * signal[v]
+                    history = [{axis: i + (1 if axis == "round" else 0), "valid_score": float(x)}
+                               for i, x in enumerate(scores)]
+                    best = "best_round" if axis == "round" else "best_epoch"
+                    metrics = {"selection_metric": "auc_pr", "valid_fold": (fold + 1) % 5, "test_fold": fold,
+                               "history": history, best: history[-2][axis]}
+                    (d / "metrics.json").write_text(json.dumps(metrics))
+                    (d / "model.json").write_text(json.dumps({"plan_hash": "f" * 64, "plan": plan, "tasks": tasks}))
+                    models.append({"seed": s, "test_fold": fold, "partner": partner, "variant": v, "dir": rel})
+    comparison = {"plan_hash": "f" * 64, "plan_name": "synthetic",
+                  "test_fold": folds[0] if len(folds) == 1 else list(folds),
+                  "valid_fold": (folds[0] + 1) % 5 if len(folds) == 1 else [(f + 1) % 5 for f in folds],
                   "seeds": list(seeds), "selection": "best validation epoch / round (validation fold only)",
                   "partners": meta_partners, "models": models}
     (run_dir / "comparison.json").write_text(json.dumps(comparison, indent=2))

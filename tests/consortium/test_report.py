@@ -131,7 +131,7 @@ def test_same_seed_same_numbers_other_seed_other_intervals(run, tmp_path):
 def test_no_pooled_uplift_no_share(tmp_path):
     run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0, 1), n_class=6, n_regr=0,
                         signal={"single": 1.0, "federated": 1.2, "pooled": 1.0})
-    write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
+    write_report(run_dir, run_dir / "report.html", n_boot=N_BOOT)
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["consortium"]["pooled_uplift_share"]["reported"] is False
     assert "includes 0" in data["consortium"]["pooled_uplift_share"]["why"]
@@ -229,7 +229,7 @@ def test_the_report_needs_no_model_code(run, tmp_path):
 
 def test_a_regression_only_consortium_reports_r2_and_its_pooled_share(tmp_path):
     run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0,), n_class=0, n_regr=5)
-    write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
+    write_report(run_dir, run_dir / "report.html", n_boot=N_BOOT)
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["consortium"]["pairs"]["federated-single"]) == {"r2", "pearson_r", "delong_auc_roc"}
     assert data["consortium"]["pairs"]["federated-single"]["delong_auc_roc"]["n_tasks"] == 0
@@ -237,3 +237,37 @@ def test_a_regression_only_consortium_reports_r2_and_its_pooled_share(tmp_path):
     assert share["metric"] == "r2" and share["reported"]
     html_text = (tmp_path / "r.html").read_text()
     assert "mean Δ R², pooled − single" in html_text and "AUC-PR (fed − single)" not in html_text
+
+
+def test_a_rotated_test_fold_counts_each_task_once_per_fold_and_redraws_all_folds_compounds(tmp_path):
+    """`simulate --test-folds 2`: the partner's row holds its tasks of both test folds, the numbers are the
+    direct means over (task, fold) pairs, and the interval narrows against one fold's."""
+    run_dir = write_run(tmp_path / "run", folds=(0, 1), seeds=(0, 1))
+    write_report(run_dir, run_dir / "report.html", n_boot=N_BOOT)
+    data = json.loads((run_dir / "report.json").read_text())
+    doc = json.loads((run_dir / "comparison.json").read_text())
+    acc: dict = {}
+    for m in doc["models"]:
+        f = pd.read_parquet(run_dir / m["dir"] / "test_predictions.parquet")
+        f = f[f["kind"] == "classification"]
+        for t, g in f.groupby("task_index"):
+            if min((g["y"] == 1).sum(), (g["y"] == 0).sum()) < 10:
+                continue
+            acc.setdefault((m["partner"], m["variant"], m["test_fold"], int(t)), []).append(
+                average_precision_score(g["y"], g["pred"]))
+    for partner in ("A", "B", "C"):
+        keys = sorted({(f, t) for (p, v, f, t) in acc if p == partner and v == "single"})
+        assert {f for f, _ in keys} == {0, 1}
+        d = [np.mean(acc[(partner, "federated", f, t)]) - np.mean(acc[(partner, "single", f, t)]) for f, t in keys]
+        got = data["partners"][partner]["pairs"]["federated-single"]["auc_pr"]
+        assert got["n_tasks"] == len(keys)
+        assert got["mean_delta"]["estimate"] == pytest.approx(np.mean(d), abs=1e-9)
+        per_task = data["partners"][partner]["per_task"]
+        assert sorted({r["test_fold"] for r in per_task}) == [0, 1]
+    one = write_run(tmp_path / "one", folds=(0,), seeds=(0, 1))
+    write_report(one, one / "report.html", n_boot=N_BOOT)
+    one_data = json.loads((one / "report.json").read_text())
+    width = {name: d["consortium"]["pairs"]["federated-single"]["auc_pr"]["mean_delta"] for name, d in
+             (("two", data), ("one", one_data))}
+    assert width["two"]["high"] - width["two"]["low"] < width["one"]["high"] - width["one"]["low"]
+    assert "(rotated)" in (run_dir / "report.html").read_text()
