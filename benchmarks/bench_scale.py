@@ -268,9 +268,11 @@ class Bench:
         self.row("federated round", "3 partners × 300 k, 64 M-param trunk, loopback", "not run here",
                  "≤ 1.2 × slowest compute + 5 s; server ≤ 4 × one trunk",
                  "needs 3 × 300 k prepared partners (~3 × 1.5 h prepare on one core) and ~3 × 1 GB trunk+Adam")
-        self.row("train vs SparseChem", "real SparseChem 1.0 on the same data", "not run here",
-                 "≥ 10 × samples/s", "needs a scratch venv with ../shared/tools/sparsechem (FEDQSAR-NOTE.md)")
-        self.row("GPU", "--device cuda figures", "not measured", "", "no GPU on this machine")
+        self.row("train vs SparseChem", "real SparseChem 1.0 on the same data", "see bench_training.py",
+                 "≥ 10 × samples/s", "`bench_training.py --setup-sparsechem DIR`, then `--sparsechem DIR "
+                 f"--industrial {self.args.n}` (its own process tree, interleaved runs)")
+        self.row("GPU", "`--device cuda` figures", "not measured", "",
+                 "no GPU on this machine; `partner-kit train/join/predict --device cuda` runs on one")
 
 
 def machine() -> str:
