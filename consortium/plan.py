@@ -96,8 +96,15 @@ class FederationSpec:
     #: After the last round, at most this many epochs of private fine-tuning (trunk + heads) from the partner's
     #: chosen federated model, early-stopped on its validation fold; the untuned model stays a candidate. 0 = off.
     finetune_epochs: int = 0
+    #: Before round 1, this many epochs of training the partner's fresh heads alone on the initial trunk (private;
+    #: the first trunk gradients then come from heads that already fit). 0 = off.
+    head_warmup_epochs: int = 0
 
     def __post_init__(self) -> None:
+        if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \
+                or self.head_warmup_epochs < 0:
+            raise InputError("plan: federation.head_warmup_epochs must be an integer >= 0, "
+                             f"got {self.head_warmup_epochs!r}")
         if isinstance(self.finetune_epochs, bool) or not isinstance(self.finetune_epochs, int) \
                 or self.finetune_epochs < 0:
             raise InputError(f"plan: federation.finetune_epochs must be an integer >= 0, got {self.finetune_epochs!r}")

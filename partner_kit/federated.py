@@ -45,6 +45,7 @@ FEDERATED_DIR = "federated"
 SELECTION_JSON = "selection.json"
 ROUNDS_LOG = "rounds.jsonl"
 FINETUNE_SEED = 7919  # mixed into the partner seed for the local fine-tuning epochs
+WARMUP_SEED = 7907  # mixed into the partner seed for the heads' warm-up before round 1
 _MATRICES = ("x", "y_class", "y_regr", "y_censor")
 
 
@@ -241,6 +242,8 @@ class FederatedPartner:
         started = time.perf_counter()
         restored = self._restore_state(rnd)
         self._set_trunk(arrays)
+        if restored == 0 and rnd == 1 and self.plan.federation.head_warmup_epochs > 0:
+            self.warm_up_heads(derive_seed(self.seed, WARMUP_SEED))
         if restored == rnd - 1 and restored >= 1 and restored % max(self.cfg.score_every, 1) == 0:
             self._score(restored)
         scored = time.perf_counter()
@@ -264,6 +267,26 @@ class FederatedPartner:
                          "seconds_train": round(trained - scored, 4),
                          "seconds_total": round(time.perf_counter() - started, 4)})
         return [trunk[n].astype(dtype) for n in trunk_shapes(self.plan)], t.n_train, float(loss)
+
+    def warm_up_heads(self, seed: int) -> None:
+        """Train the fresh heads alone on the consortium's initial trunk (private, before the first update).
+
+        Random heads would make round 1's trunk gradients noise; the trunk's optimizer sees none of these steps.
+        """
+        t = self.trainer
+        trunk_optimizers, t.trunk_optimizers = t.trunk_optimizers, []
+        params = list(t.model.trunk.parameters())
+        steps_done = t.steps_done
+        try:
+            for p in params:
+                p.requires_grad_(False)
+            for e in range(self.plan.federation.head_warmup_epochs):
+                t.train_epoch(derive_seed(seed, e))
+        finally:
+            for p in params:
+                p.requires_grad_(True)
+            t.trunk_optimizers = trunk_optimizers
+            t.steps_done = steps_done
 
     def _log_round(self, entry: dict[str, Any]) -> None:
         """Local timing log (`federated/rounds.jsonl`): what each round cost this partner; never sent."""
