@@ -96,6 +96,8 @@ def simulate(
     test_folds: int = typer.Option(1, "--test-folds", min=1, help="Rotate the test fold over the first N folds "
                                    "(fold r tested, fold r + 1 selects): N times the test compounds, tighter "
                                    "intervals, N times the compute"),
+    rotate: bool = typer.Option(False, "--rotate", help="Test seed i on fold i instead (--seeds N: N seeds and N "
+                                "test folds in N runs, the compute of --seeds alone)"),
     keep_checkpoints: int = typer.Option(0, "--keep-checkpoints", min=0, help="Keep only the newest N round "
                                          "checkpoints per run (0 = all; the ledger keeps every round's hash)"),
     report: bool = typer.Option(True, "--report/--no-report", help="Write RUN/report.html (intervals, plots) "
@@ -108,7 +110,8 @@ def simulate(
 
     result = run_simulation(plan_path, _partners_arg(partners, more_partners), out, key=key, rounds=rounds,
                             resume=resume, baseline=baseline, pooled=pooled, seeds=seeds,
-                            keep_checkpoints=keep_checkpoints, verbose=verbose, test_folds=test_folds)
+                            keep_checkpoints=keep_checkpoints, verbose=verbose, test_folds=test_folds,
+                            rotate=rotate)
     st = result.status
     schedule = Plan.load(plan_path).federation.schedule
     out = Console()
@@ -123,7 +126,8 @@ def simulate(
     out.print(summary_table(result.rows, f"test fold, {st.get('round')} rounds ({schedule})"))
     if report and baseline:
         _write_and_print_report(result.run_dir, result.run_dir / "report.html")
-    layout = ("folds/<test fold>/" if test_folds > 1 else "") + ("seeds/<seed>/" if seeds > 1 else "")
+    layout = ("folds/<test fold>/" if test_folds > 1 or rotate else "") + (
+        "seeds/<seed>/" if seeds > 1 and not rotate else "")
     console.print(f"run directory {result.run_dir}: {layout}ledger.jsonl, {layout}checkpoints/, "
                   f"{layout}partners/*/{{model,baseline{',pooled' if pooled else ''}}}, comparison.json, summary.json, "
                   f"summary.csv ({sum(result.seconds.values()):.0f} s)", highlight=False)

@@ -119,6 +119,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
         "source": comparison.source,
         "plan_name": meta.get("plan_name"), "plan_hash": meta.get("plan_hash"),
         "test_fold": meta.get("test_fold"), "valid_fold": meta.get("valid_fold"),
+        "seed_per_fold": bool(meta.get("seed_per_fold")),
         "selection": meta.get("selection"), "seeds": comparison.seeds, "variants": comparison.variants,
         "federation": {k: meta[k] for k in ("rounds", "schedule", "local_steps", "trunk_optimizer") if k in meta},
         "bootstrap": {"replicates": n_boot, "seed": seed, "level": 0.95, "method": (
@@ -279,7 +280,9 @@ def _meta_section(data: dict[str, Any]) -> str:
              "beside it in the same position; a task tested on several folds counts once per fold, and the "
              "bootstrap redraws the compounds of all of them)" if isinstance(data.get("test_fold"), list) else "")),
         ("model selection", _e(data.get("selection") or "n/a")),
-        ("seeds", f"{_e(', '.join(map(str, data.get('seeds', []))))} (same key and folds for every seed)"),
+        ("seeds", f"{_e(', '.join(map(str, data.get('seeds', []))))} (same key and folds for every seed" + (
+            "; seed i was tested on the i-th test fold, so a task-and-fold redraw also redraws its seed)"
+            if data.get("seed_per_fold") else ")")),
         ("variants", _e(", ".join(data.get("variants", [])))),
         *([("federation", _e(", ".join(f"{k.replace('_', ' ')} {v}" for k, v in data["federation"].items())))]
           if data.get("federation") else []),

@@ -89,9 +89,10 @@ def fold_pairs(plan: Plan, test_folds: int) -> list[tuple[int, int]]:
 def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | None = None, rounds: int | None = None,
              resume: bool = False, baseline: bool = True, pooled: bool = False, seeds: int = 1,
              keep_checkpoints: int = 0, progress: bool = True, verbose: bool = False,
-             test_folds: int = 1) -> SimulationResult:
+             test_folds: int = 1, rotate: bool = False) -> SimulationResult:
     """Prepare (cached); per test fold and seed: federate embedded, train baselines (and the pooled bound); write
-    the tables. `test_folds` > 1 rotates the test fold (cross-validation: more test compounds, tighter intervals)."""
+    the tables. `test_folds` > 1 rotates the test fold (cross-validation: more test compounds, tighter intervals)
+    for every seed; `rotate` pairs them instead: seed i is tested on fold i, N seeds and N test folds in N runs."""
     from consortium.embedded import run_embedded
     from partner_kit.client_app import app as client_app
     from partner_kit.federated import PartnerConfig
@@ -111,8 +112,14 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     if pooled and not baseline:
         raise InputError("--pooled is compared with the single-partner baselines; drop --no-baseline")
     seed_list = seed_values(plan, seeds)
-    folds = fold_pairs(plan, test_folds)
-    replicates = [(test, valid, seed) for test, valid in folds for seed in seed_list]
+    if rotate and test_folds > 1:
+        raise InputError("--rotate tests seed i on fold i (as many test folds as seeds); drop --test-folds")
+    folds = fold_pairs(plan, len(seed_list) if rotate else test_folds)
+    if rotate:
+        replicates = [(test, valid, seed) for (test, valid), seed in zip(folds, seed_list, strict=True)]
+    else:
+        replicates = [(test, valid, seed) for test, valid in folds for seed in seed_list]
+    per_fold = 1 if rotate else len(seed_list)
     variant_dirs = ([("single", "baseline")] if baseline else []) + [("federated", "model")] + (
         [("pooled", "pooled")] if pooled else [])
     if not verbose:
@@ -136,7 +143,7 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     bytes_out: dict[str, int] = dict.fromkeys(names, 0)
     partner_seconds: dict[str, float] = dict.fromkeys(names, 0.0)
     for i, (test_fold, valid_fold, seed) in enumerate(replicates):
-        sdir = seed_dir(out, seed, len(seed_list), test_fold, len(folds))
+        sdir = seed_dir(out, seed, per_fold, test_fold, len(folds))
         label = " ".join(([f"test fold {test_fold}"] if len(folds) > 1 else []) + (
             [f"seed {seed}"] if len(seed_list) > 1 else []))
         label = f"{label} ({i + 1}/{len(replicates)})" if len(replicates) > 1 else ""
@@ -198,12 +205,13 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
                                   bytes_from_partner=bytes_out, partner_seconds=partner_seconds)
         write_summary(result, plan, total_rounds)
         write_comparison(out, plan, prepared, sorted({r[2] for r in replicates[:i + 1]}), models,
-                         folds=folds[:1 + i // len(seed_list)])
+                         folds=folds[:1 + i // per_fold], rotate=rotate)
     return result
 
 
 def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: list[int],
-                     models: list[dict[str, Any]], folds: list[tuple[int, int]] | None = None) -> Path:
+                     models: list[dict[str, Any]], folds: list[tuple[int, int]] | None = None,
+                     rotate: bool = False) -> Path:
     """`comparison.json`: which model directories the report compares, and how they were chosen."""
     import pandas as pd
 
@@ -222,6 +230,7 @@ def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: li
         "seeds": seeds,
         "rounds": plan.federation.rounds, "schedule": plan.federation.schedule,
         "local_steps": plan.federation.local_steps, "trunk_optimizer": plan.federation.trunk_optimizer,
+        "seed_per_fold": rotate,
         "selection": (f"each model chosen on its validation fold only ({pairs}), never on the test fold: "
                       "single-partner and pooled models by early stopping over epochs, federated models by the "
                       "partner's own choice of round; score = task-count-weighted mean of the aggregated AUC-PR "
@@ -279,8 +288,10 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Per partner, means over seeds (± the seeds' standard deviation when there are several)."""
     seeds = sorted({r.get("seed") for r in rows}, key=str)
     folds = sorted({r.get("test_fold", 0) for r in rows})
-    reps = len(seeds) * len(folds)
-    what = f"{len(seeds)} seed(s) × {len(folds)} test folds" if len(folds) > 1 else f"{len(seeds)} seeds"
+    reps = len({(r.get("seed"), r.get("test_fold", 0)) for r in rows})
+    pairs = {(r.get("seed"), r.get("test_fold", 0)) for r in rows}
+    what = (f"{len(seeds)} seeds, seed i tested on fold i" if len(folds) > 1 and len(pairs) == len(seeds) else
+            f"{len(seeds)} seed(s) × {len(folds)} test folds" if len(folds) > 1 else f"{len(seeds)} seeds")
     caption = ("test fold" + ("s " + ", ".join(map(str, folds)) if len(folds) > 1 else "") +
                ", aggregation-weighted over evaluable tasks; " + (
         f"mean ± SD over {what}; " if reps > 1 else "one seed; ") +

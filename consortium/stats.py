@@ -364,10 +364,11 @@ def build_panel(partner: str, tasks: pd.DataFrame, predictions: dict[tuple[str, 
 def merge_panels(panels: Sequence[TaskPanel]) -> TaskPanel:
     """One partner's panels of several test folds as one: tasks side by side (a task tested on two folds counts
     twice, once per fold), compounds the union of the folds' (disjoint) test compounds, so a bootstrap replicate
-    redraws all of them. Every panel must hold the same variants and seeds."""
+    redraws all of them. Every panel must hold the same variants and as many seeds (with `simulate --rotate` each
+    fold has its own seed: the merged seed axis is then labelled 'a/b/c', one seed per fold)."""
     first = panels[0]
     for p in panels[1:]:
-        if p.seeds != first.seeds or p.variants != first.variants:
+        if len(p.seeds) != len(first.seeds) or p.variants != first.variants:
             raise ValueError(f"test folds {int(first.tasks['test_fold'].iat[0]) if len(first.tasks) else '?'} and "
                              f"{int(p.tasks['test_fold'].iat[0]) if len(p.tasks) else '?'} were run with different "
                              "seeds or variants")
@@ -377,7 +378,9 @@ def merge_panels(panels: Sequence[TaskPanel]) -> TaskPanel:
     pos = [np.searchsorted(rows, p.rows[i]) for p in panels for i in p.pos]
     return TaskPanel(partner=first.partner, tasks=pd.concat([p.tasks for p in panels], ignore_index=True),
                      rows=rows, pos=pos, y=[y for p in panels for y in p.y],
-                     pred={v: [a for p in panels for a in p.pred[v]] for v in first.variants}, seeds=first.seeds,
+                     pred={v: [a for p in panels for a in p.pred[v]] for v in first.variants},
+                     seeds=first.seeds if all(p.seeds == first.seeds for p in panels) else
+                     ["/".join(str(p.seeds[k]) for p in panels) for k in range(len(first.seeds))],
                      excluded=pd.concat([p.excluded for p in panels], ignore_index=True))
 
 
