@@ -16,6 +16,7 @@ from __future__ import annotations
 import json
 import math
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,6 @@ import scipy.sparse as sp
 from consortium.plan import Plan
 from data_prep.errors import InputError
 from data_prep.key import key_check_hash, load_key
-from data_prep.prediction import read_frame
 from data_prep.prepared import PreparedData
 from partner_kit.batching import SparseBatch
 from partner_kit.conformal import DEFAULT_SIGNIFICANCE, ConformalModel, prediction_set_matrix
@@ -36,6 +36,7 @@ from partner_kit.weights import load_model
 
 MAX_MOLECULES = 100_000
 DETAIL_TASKS = 12  # atom-contribution maps drawn by default in one molecule's detail view
+MAX_SD_LINES = 10_000  # a longer SD record is refused unparsed
 CHARS_PER_HEAVY_ATOM = 20  # a raw SMILES longer than this many characters per allowed heavy atom is refused unread
 
 
@@ -204,6 +205,7 @@ class Predictor:
             raise InputError(f"the secret key does not match the one the model in {self.model_dir} was trained "
                              "with; use the consortium's secret.key")
         self.labels = [task_label(t) for t in self.tasks]
+        self._task_indices = [int(t.get("task_index", j)) for j, t in enumerate(self.tasks)]
         self.conformal = ConformalModel.load(self.model_dir)
         self.training = self._training_set(prepared) if prepared else None
         self._explainer = None
@@ -290,7 +292,7 @@ class Predictor:
     def _conformal_blocks(self, outputs: np.ndarray, n_class: int) -> list[np.ndarray]:
         """Per task its conformal set and p-values (classification) or interval (regression), all tasks at once:
         the blocks set, p(active), p(inactive), low, high (molecules x tasks each)."""
-        indices = [int(t.get("task_index", j)) for j, t in enumerate(self.tasks)]
+        indices = self._task_indices
         p0, p1 = self.conformal.p_value_matrix(indices[:n_class], outputs[:, :n_class])
         sets = prediction_set_matrix(p0, p1, self.significance)
         if self._half_widths is None:  # fixed per predictor: the significance is
@@ -365,36 +367,34 @@ def _python_values(block: np.ndarray) -> list:
     return [[clean(v) for v in row] for row in block.tolist()]
 
 
+def numbered_smiles(lines: Iterable[str]) -> Iterator[tuple[int, str, str]]:
+    """(line number, SMILES, name) per non-blank `SMILES [name]` line of `lines` (pieces of text, e.g. a file's
+    lines or one whole text: each is split as `str.splitlines` splits, so both number the lines alike)."""
+    number = 0
+    for piece in lines:
+        for line in piece.splitlines():
+            number += 1
+            parts = line.split(maxsplit=1)
+            if parts:
+                yield number, parts[0], parts[1].strip() if len(parts) > 1 else ""
+
+
 def parse_smiles_lines(text: str) -> Molecules:
     """`SMILES [name]` per line; blank lines are skipped but counted, so `rows` are the input line numbers."""
-    smiles, names, rows = [], [], []
-    for number, line in enumerate(text.splitlines(), start=1):
-        parts = line.split(maxsplit=1)
-        if not parts:
-            continue
-        smiles.append(parts[0])
-        names.append(parts[1].strip() if len(parts) > 1 else "")
-        rows.append(number)
-    return Molecules(smiles, names, rows)
+    found = list(numbered_smiles([text]))
+    return Molecules([s for _, s, _ in found], [n for _, _, n in found], [r for r, _, _ in found])
 
 
 def read_molecules(path: str | Path) -> Molecules:
-    """Molecules from .smi/.txt (SMILES [name] per line), .sdf, or CSV/Parquet with a `smiles` column."""
-    path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix in (".smi", ".txt", ".sdf"):
-        if not path.is_file():
-            raise InputError(f"input file {path} not found")
-        try:
-            text = path.read_text(encoding="utf-8")
-        except UnicodeDecodeError:
-            raise InputError(f"{path} is not UTF-8 text; give one SMILES [name] per line") from None
-        molecules = molecules_from_sdf(text, str(path)) if suffix == ".sdf" else parse_smiles_lines(text)
-    else:
-        molecules = molecules_from_frame(read_frame(path), str(path))
-    if not molecules.smiles:
-        raise InputError(f"{path} holds no molecules; give one SMILES per line or a table with a 'smiles' column")
-    return molecules
+    """Molecules from .smi/.txt (SMILES [name] per line), .sdf, or CSV/Parquet with a `smiles` column, all at
+    once (`partner_kit.molecule_files.iter_molecules` reads them a chunk at a time)."""
+    from partner_kit.molecule_files import iter_molecules
+
+    chunks = list(iter_molecules(path, chunk_size=MAX_MOLECULES))
+    errors = None if all(c.errors is None for c in chunks) else [
+        e for c in chunks for e in (c.errors if c.errors is not None else [None] * len(c.smiles))]
+    return Molecules([s for c in chunks for s in c.smiles], [n for c in chunks for n in c.names],
+                     [r for c in chunks for r in c.rows], errors)
 
 
 def molecules_from_frame(frame: pd.DataFrame, source: str) -> Molecules:
@@ -414,22 +414,29 @@ def molecules_from_sdf(text: str, source: str) -> Molecules:
 
     The SMILES is then size-checked like any other input; records of more than 10,000 lines are not parsed.
     """
-    from rdkit import Chem, RDLogger
-
-    RDLogger.DisableLog("rdApp.*")
     records = [r for r in text.split("$$$$") if r.strip()]
     smiles, names, errors = [], [], []
     for number, record in enumerate(records, start=1):
-        block = record.lstrip("\r\n")
-        lines = block.splitlines()
-        names.append(lines[0].strip() if lines else "")
-        mol = Chem.MolFromMolBlock(block, sanitize=False) if len(lines) <= 10_000 else None
-        text = None
-        if mol is not None:
-            try:
-                text = Chem.MolToSmiles(mol)
-            except Exception:  # RDKit cannot write some unsanitized records
-                text = None
-        smiles.append(text or "")
-        errors.append(None if text else f"SD record {number} of {source} cannot be read as a molecule")
+        text, name, error = sd_record_molecule(record, number, source)
+        smiles.append(text)
+        names.append(name)
+        errors.append(error)
     return Molecules(smiles, names, list(range(1, len(smiles) + 1)), errors)
+
+
+def sd_record_molecule(record: str, number: int, source: str) -> tuple[str, str, str | None]:
+    """(SMILES or '', title line, error or None) of the SD record numbered `number` (from 1) in `source`."""
+    from rdkit import Chem, RDLogger
+
+    RDLogger.DisableLog("rdApp.*")
+    block = record.lstrip("\r\n")
+    lines = block.splitlines()
+    name = lines[0].strip() if lines else ""
+    mol = Chem.MolFromMolBlock(block, sanitize=False) if len(lines) <= MAX_SD_LINES else None
+    text = None
+    if mol is not None:
+        try:
+            text = Chem.MolToSmiles(mol)
+        except Exception:  # RDKit cannot write some unsanitized records
+            text = None
+    return text or "", name, None if text else f"SD record {number} of {source} cannot be read as a molecule"

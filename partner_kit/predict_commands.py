@@ -6,7 +6,6 @@ from pathlib import Path
 
 import typer
 
-from data_prep.atomic import write_atomic
 from data_prep.console import console, friendly_errors
 from data_prep.errors import InputError
 from partner_kit.device import DEVICE_HELP
@@ -37,21 +36,31 @@ def predict(
                                          help="The partner's prepared training data: similarity to training"),
     significance: float = typer.Option(DEFAULT_SIGNIFICANCE, "--significance", help=SIGNIFICANCE_HELP),
     device: str = typer.Option("auto", "--device", help=DEVICE_HELP),
+    chunk: int = typer.Option(500, "--chunk", min=1,
+                              help="Molecules read, predicted and written at a time (memory is flat in the input)"),
 ) -> None:
     """Predict per-assay activity for a file of molecules; every input row keeps its place, failures say why."""
+    import time
+
     from partner_kit.device import resolve_device
-    from partner_kit.predict import Predictor, read_molecules
+    from partner_kit.predict import Predictor
+    from partner_kit.predict_file import Written, predict_file
 
     resolve_device(device)  # `--device cuda` without a GPU: one clear error before any work
     _check_out(out)
-    molecules = read_molecules(input)
-    table = Predictor(model, key, prepared, significance, device=device).predict(molecules).table
-    try:
-        write_atomic(out, lambda p: table.to_csv(p, index=False))
-    except OSError as exc:
-        raise InputError(f"cannot write --out {out}: {exc.strerror or exc}") from None
-    failed = int((table["error"] != "").sum())
-    console.print(f"wrote {out}: {len(table)} molecules, {failed} could not be featurized (see the error column)")
+    if not input.is_file():
+        raise InputError(f"input file {input} not found")
+    predictor = Predictor(model, key, prepared, significance, device=device)
+    shown = [time.perf_counter()]
+
+    def progress(done: Written) -> None:  # long inputs: a line every 10 s on stderr
+        if time.perf_counter() - shown[0] >= 10:
+            shown[0] = time.perf_counter()
+            console.print(f"{done.molecules:,} molecules predicted ({done.molecules / done.seconds:.0f}/s)")
+
+    written = predict_file(predictor, input, out, chunk_size=chunk, progress=progress)
+    console.print(f"wrote {out}: {written.molecules} molecules, {written.failed} could not be featurized "
+                  "(see the error column)")
 
 
 @friendly_errors
