@@ -38,13 +38,13 @@ def predict_file(predictor: Predictor, input_path: str | Path, out: str | Path, 
     def write(tmp: Path) -> None:
         with tmp.open("w", encoding="utf-8", newline="") as handle:
             for chunk in iter_molecules(input_path, chunk_size):
-                table = predictor.predict(chunk).table
+                result = predictor.predict(chunk)
                 try:
-                    table.to_csv(handle, index=False, header=written.molecules == 0)
+                    result.write_csv(handle, header=written.molecules == 0)
                 except OSError as exc:
                     raise InputError(f"cannot write --out {out}: {exc.strerror or exc}") from None
-                written.molecules += len(table)
-                written.failed += int((table["error"] != "").sum())
+                written.molecules += len(result)
+                written.failed += sum(1 for error in result.meta["error"] if error)
                 written.seconds = time.perf_counter() - start
                 if progress is not None:
                     progress(written)

@@ -25,6 +25,7 @@ from data_prep.errors import InputError
 from partner_kit.predict import (
     MAX_MOLECULES,
     Molecules,
+    Prediction,
     Predictor,
     molecules_from_frame,
     molecules_from_sdf,
@@ -100,6 +101,13 @@ def task_rows_html(detail: dict[str, Any]) -> Markup:
     return Markup("\n".join(rows))
 
 
+def csv_text(result: Prediction) -> str:
+    """The CSV the CLI writes for the same molecules."""
+    buffer = io.StringIO()
+    result.write_csv(buffer)
+    return buffer.getvalue()
+
+
 def api_error(message: str, status: int = 400) -> tuple[Response, int]:
     return jsonify({"error": message}), status
 
@@ -139,15 +147,15 @@ def create_app(predictor: Predictor) -> Flask:
         rows = result.records(PAGE_LIMIT)
         pictures = [molecule_svg(row["standardized_smiles"]) for row in rows]
         return page(result=result, rows=rows, pictures=pictures, text=text, truncated=len(result) > PAGE_LIMIT,
-                    csv=result.table.to_csv(index=False) if len(result) <= PAGE_LIMIT else None)
+                    csv=csv_text(result) if len(result) <= PAGE_LIMIT else None)
 
     @app.post("/predict.csv")
     def predict_csv() -> Response:
         try:
-            table = predictor.predict(gather()).table
+            result = predictor.predict(gather())
         except InputError as exc:
             return Response(f"error: {exc}\n", status=400, mimetype="text/plain")
-        return Response(table.to_csv(index=False), mimetype="text/csv",
+        return Response(csv_text(result), mimetype="text/csv",
                         headers={"Content-Disposition": "attachment; filename=predictions.csv"})
 
     def detail_of(smiles: str, positions: list[int] | None) -> dict[str, Any]:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 
+import numpy as np
 import pandas as pd
 import pytest
 from chem_helpers import ASPIRIN, NITROBENZENE, chem_model, example_smiles  # noqa: F401  (session fixture)
@@ -134,3 +135,14 @@ def test_cli_predict_with_tiny_chunks_writes_the_same_file(chem_model, tmp_path)
     result = CliRunner().invoke(app, ["predict", "--model", str(chem_model["model"]), "--key",
                                       str(chem_model["key"]), "--input", str(tmp_path / "absent.smi")])
     assert result.exit_code == 2 and "not found" in result.output
+
+
+def test_write_csv_is_pandas_to_csv_byte_for_byte_with_nan_and_unbounded_intervals(chem_model):  # noqa: F811
+    strict = Predictor(chem_model["model"], chem_model["key"], chem_model["prepared"], significance=0.0001)
+    result = strict.predict(_molecules())
+    table = result.table
+    assert np.isinf(table.select_dtypes("number").to_numpy()).any()  # too few calibration values for 0.01 %
+    assert table.isna().any().any() and (table["error"] != "").sum() == 3
+    buffer = io.StringIO()
+    result.write_csv(buffer)
+    assert buffer.getvalue() == table.to_csv(index=False)
