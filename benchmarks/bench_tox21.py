@@ -168,6 +168,8 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--folds", type=int, nargs="+", default=None, help="test folds (default: all)")
     ap.add_argument("--seeds", type=int, default=1, help="network ensemble size (seeds 0..n-1)")
+    ap.add_argument("--first-seed", type=int, default=0,
+                    help="network seeds FIRST..FIRST+n-1 (with --save-probs: grow an ensemble run by run)")
     ap.add_argument("--hidden", default="2000", help="hidden sizes, comma-separated (e.g. 2000,1000)")
     ap.add_argument("--dropout", type=float, default=0.5)
     ap.add_argument("--input-dropout", type=float, default=0.2)
@@ -205,6 +207,11 @@ def main() -> None:
                          "share one key between fingerprint settings so their scaffold folds are identical")
     ap.add_argument("--json", type=Path, default=None, help="also write the per-fold, per-task AUC-ROCs here")
     ap.add_argument("--threads", type=int, default=None, help="torch threads")
+    ap.add_argument("--average-probs", type=Path, nargs="+", default=None,
+                    help="train nothing: score the mean of the probabilities saved by --save-probs in these DIRs")
+    ap.add_argument("--save-probs", type=Path, default=None,
+                    help="write each model's test-fold probabilities to DIR/<model>-fold<k>.npy, so runs of "
+                         "other seeds can be averaged into a larger ensemble later")
     args = ap.parse_args()
 
     import torch
@@ -242,24 +249,37 @@ def main() -> None:
         details: dict[str, list] = {"network": [], "forest": [], "chemprop": []}
         for fold in folds:
             line = f"fold {fold}:"
+            if args.average_probs:   # score saved runs (e.g. one seed per run) as one ensemble; no training
+                for model in results:
+                    saved = [d / f"{model}-fold{fold}.npy" for d in args.average_probs]
+                    if all(p.is_file() for p in saved):
+                        auc = test_auc(data, fold, np.mean([np.load(p, allow_pickle=False) for p in saved], axis=0))
+                        results[model].append(auc)
+                        details[model].append({"averaged": [str(p) for p in saved]})
+                        line += f" {model} {np.nanmean(auc):.4f} (mean of {len(saved)} runs)"
+                print(line, flush=True)
+                continue
             if not args.no_network:
-                probs, info = network_probs(plan, data, fold, n_folds, list(range(args.seeds)), args.refit,
-                                            args.cv_ensemble)
+                seeds = list(range(args.first_seed, args.first_seed + args.seeds))
+                probs, info = network_probs(plan, data, fold, n_folds, seeds, args.refit, args.cv_ensemble)
                 net = test_auc(data, fold, probs)
                 results["network"].append(net)
                 details["network"].append(info)
+                _save_probs(args.save_probs, "network", fold, probs)
                 line += f" network mean AUC-ROC {np.nanmean(net):.4f} ({info['runs']})"
             if not args.no_forest:
                 probs, finfo = forest_probs(data, fold, args.trees, args.jobs)
                 rf = test_auc(data, fold, probs)
                 results["forest"].append(rf)
                 details["forest"].append(finfo)
+                _save_probs(args.save_probs, "forest", fold, probs)
                 line += f" | forest {np.nanmean(rf):.4f} ({finfo['seconds']:.0f} s)"
             if args.chemprop:
                 probs, cinfo = chemprop_probs(args, data, fold, n_folds, names, work)
                 cp = test_auc(data, fold, probs)
                 results["chemprop"].append(cp)
                 details["chemprop"].append(cinfo)
+                _save_probs(args.save_probs, "chemprop", fold, probs)
                 line += (f" | chemprop {np.nanmean(cp):.4f} ({cinfo['seconds']:.0f} s, best epoch "
                          f"{cinfo['best_epoch']} of {len(cinfo['val_loss'])})")
             print(line, flush=True)
@@ -280,6 +300,18 @@ def main() -> None:
             print(f"  {m}: per test fold {per_fold}")
         if args.json:
             _write_json(args, folds, assay_names, results, details, machine())
+
+
+def _save_probs(out: Path | None, model: str, fold: int, probs: np.ndarray) -> None:
+    if out is not None:
+        from data_prep.atomic import write_atomic
+
+        def save(tmp: Path) -> None:
+            with open(tmp, "wb") as f:   # a file object: np.save would add ".npy" to the temporary name
+                np.save(f, probs, allow_pickle=False)
+
+        out.mkdir(parents=True, exist_ok=True)
+        write_atomic(out / f"{model}-fold{fold}.npy", save)
 
 
 def _write_json(args, folds: list[int], tasks: list[str], results: dict, details: dict, where: str) -> None:
