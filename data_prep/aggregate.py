@@ -77,7 +77,7 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
         ]
 
     first_pos = np.unique(group, return_index=True)[1]  # each group's first record; groups are 0..n-1
-    first = records.iloc[first_pos]
+    first = records[["input_assay_id", "row"]].iloc[first_pos]  # two columns, not a copy of every record
     bad = np.array([r is not None for r in reason], dtype=bool)
     if bad.any():
         sub = records[bad]
