@@ -13,10 +13,16 @@ weight values, and no trained model of that size is needed to measure it.
    Goal: predict ≤ 1.2 × data-prep's time per molecule.
 2. Web: `partner-kit serve`'s Flask app on a loopback port (werkzeug, threaded), one molecule per request
    (different molecules): `POST /api/predict`, `GET /molecule` (detail HTML) and one contribution map
-   `GET /molecule/map.png`; p50 / p95. Goals: p95 ≤ 100 ms (API), ≤ 300 ms (detail view).
+   `GET /molecule/map.png`; p50 / p95, and the server thread's CPU time per request (what a quiet core would take,
+   less HTTP: load-proof). Goals: p95 ≤ 100 ms (API), ≤ 300 ms (detail view).
 3. Memory: the server process's RSS with the model loaded, and after the requests.
+4. Streaming (`--stream 10000,100000`, issue #11): the whole `partner-kit predict` command as a child process on
+   .smi files of those sizes (half MUV, half MOSES, ../shared/data/raw), RSS of the child sampled every 50 ms:
+   peak RSS per size (goal: flat in the input size), wall and CPU seconds, the marginal rate between the sizes
+   (start-up taken off) against data-prep's CPU time per molecule on a sample of the same SMILES in this run.
 
     .venv/bin/python benchmarks/bench_predict.py [--limit 10000] [--tasks 2000] [--requests 200] [--markdown FILE]
+    .venv/bin/python benchmarks/bench_predict.py --only stream --stream 10000,100000 [--tasks 2000]
 """
 
 from __future__ import annotations
@@ -42,6 +48,7 @@ sys.path.insert(0, str(ROOT))
 from machine_info import cpu_name, load_average  # noqa: E402  (benchmarks/ is on sys.path when run as a script)
 
 MUV = ROOT / ".." / "shared" / "data" / "raw" / "muv.csv.gz"
+MOSES = ROOT / ".." / "shared" / "data" / "raw" / "moses_train.csv.gz"
 EXAMPLES = ROOT / "examples" / "tox21-3"
 
 
@@ -120,22 +127,37 @@ def batch_benchmark(predictor, smiles: list[str], block: int) -> dict[str, float
             "prep_per_s": n / prep_s, "predict_per_s": n / predict_s, "ratio": predict_s / prep_s}
 
 
+SERVER_CPU_MS: list[float] = []  # CPU time of each request's server thread (load-proof: no waiting counted)
+
+
 def serve(app) -> tuple[str, object]:
     from werkzeug.serving import make_server
 
+    inner = app.wsgi_app
+
+    def timed(environ, start_response):  # the app's whole work for one request, on the thread serving it
+        start = time.thread_time()
+        body = b"".join(inner(environ, start_response))
+        SERVER_CPU_MS.append(1000 * (time.thread_time() - start))
+        return [body]
+
+    app.wsgi_app = timed
     server = make_server("127.0.0.1", 0, app, threaded=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return f"http://127.0.0.1:{server.server_port}", server
 
 
 def latency(call, items: list[str]) -> dict[str, float]:
+    """Wall p50/p95 seen by the client, and the server thread's CPU p50/p95 for the same requests."""
     times = []
+    SERVER_CPU_MS.clear()
     for item in items:
         t0 = time.perf_counter()
         call(item)
         times.append(1000 * (time.perf_counter() - t0))
-    arr = np.array(times)
-    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "n": len(arr)}
+    arr, cpu = np.array(times), np.array(SERVER_CPU_MS)
+    return {"p50": float(np.percentile(arr, 50)), "p95": float(np.percentile(arr, 95)), "n": len(arr),
+            "cpu_p50": float(np.percentile(cpu, 50)), "cpu_p95": float(np.percentile(cpu, 95))}
 
 
 def web_benchmark(url: str, smiles: list[str], n_requests: int) -> dict[str, dict[str, float]]:
@@ -162,6 +184,55 @@ def web_benchmark(url: str, smiles: list[str], n_requests: int) -> dict[str, dic
     }
 
 
+def stream_smiles(n: int, seed: int = 1) -> list[str]:
+    """n SMILES: half a seeded MUV sample, half the first MOSES rows (drug-like, realistic for a partner)."""
+    if not MOSES.is_file():
+        raise SystemExit(f"error: --stream needs {MOSES} (the shared data beside the checkout)")
+    muv, _ = load_smiles(n - n // 2, seed)
+    moses = pd.read_csv(MOSES, usecols=["SMILES"], nrows=n // 2)["SMILES"].tolist()
+    return muv + moses
+
+
+def stream_benchmark(model_dir: Path, key: Path, work: Path, sizes: list[int], chunk: int) -> list[str]:
+    """Table rows for `partner-kit predict` at each size: peak RSS, seconds, rates vs data-prep's CPU/molecule."""
+    from bench_scale import BIN, run_child
+
+    from consortium.plan import Plan
+    from data_prep.parallel import compute_records
+
+    smiles = stream_smiles(max(sizes))
+    runs = []
+    for size in sizes:
+        path = work / f"stream-{size}.smi"
+        path.write_text("".join(f"{s} m{i}\n" for i, s in enumerate(smiles[:size])))
+        out = work / f"stream-{size}.csv"
+        run = run_child([str(BIN / "partner-kit"), "predict", "--model", str(model_dir), "--key", str(key),
+                         "--input", str(path), "--out", str(out), "--device", "cpu", "--chunk", str(chunk)])
+        rows = sum(1 for _ in out.open()) - 1
+        if rows != size:
+            raise SystemExit(f"error: {out} has {rows} rows for {size} molecules")
+        runs.append((size, run, out.stat().st_size))
+        out.unlink()  # 2,000 tasks: ~50 kB per molecule
+    sample = smiles[:: max(1, len(smiles) // 2000)][:2000]
+    config = Plan(name="bench").data
+    cpu = time.process_time()
+    compute_records(sample, config, n_jobs=1, cache_dir=False, progress=False)
+    prep_ms = 1000 * (time.process_time() - cpu) / len(sample)
+    table = ["| SMILES | wall s | CPU s | mol/s (wall) | CPU ms / molecule | peak RSS MiB | output |",
+             "|---:|---:|---:|---:|---:|---:|---:|"]
+    for size, run, nbytes in runs:
+        table.append(f"| {size:,} | {run.seconds:.1f} | {run.cpu_s:.1f} | {size / run.seconds:.0f} | "
+                     f"{1000 * run.cpu_s / size:.2f} | {run.peak_mb:.0f} | {nbytes / 2**30:.2f} GiB |")
+    (n0, r0, _), (n1, r1, _) = runs[0], runs[-1]
+    marginal_cpu_ms = 1000 * (r1.cpu_s - r0.cpu_s) / max(n1 - n0, 1)
+    table += ["", f"- marginal CPU per molecule ({n0:,} → {n1:,}, start-up taken off): {marginal_cpu_ms:.2f} ms; "
+              f"data-prep's featurization (`compute_records`, {len(sample)} of the same SMILES, this process): "
+              f"{prep_ms:.2f} ms → **{marginal_cpu_ms / prep_ms:.2f} ×** (goal ≤ 1.2 ×)",
+              f"- peak RSS {r0.peak_mb:.0f} → {r1.peak_mb:.0f} MiB for {n1 / n0:.0f} × the input "
+              f"(**{(r1.peak_mb - r0.peak_mb) / max(n1 - n0, 1) * 1024:+.2f} KiB per molecule**; goal: flat)"]
+    return table
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--limit", type=int, default=10_000)
@@ -169,7 +240,26 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=200)
     parser.add_argument("--block", type=int, default=500)
     parser.add_argument("--markdown", type=Path)
+    parser.add_argument("--only", choices=["all", "stream"], default="all",
+                        help="stream: only the streaming `partner-kit predict` table (needs --stream)")
+    parser.add_argument("--stream", default="", help="comma-separated input sizes for the streaming table")
+    parser.add_argument("--chunk", type=int, default=500, help="partner-kit predict --chunk for the streaming table")
     args = parser.parse_args()
+    sizes = [int(n) for n in args.stream.split(",") if n.strip()]
+    if args.only == "stream":
+        if len(sizes) < 2:
+            raise SystemExit("error: --only stream needs --stream with two sizes or more, e.g. 10000,100000")
+        with tempfile.TemporaryDirectory(prefix="bench_predict_stream_") as tmp:
+            model_dir, key = make_model(Path(tmp), args.tasks)
+            load0 = load_average()
+            table = stream_benchmark(model_dir, key, Path(tmp), sizes, args.chunk)
+        text = (f"CPU: {cpu_name()}; load average before: {load0}, after: {load_average()}; model: 32000 x [2000] "
+                f"trunk, {args.tasks} tasks; `partner-kit predict --chunk {args.chunk}` as a child process, "
+                "OMP_NUM_THREADS=1\n\n" + "\n".join(table) + "\n")
+        print(text)
+        if args.markdown:
+            args.markdown.write_text(text)
+        return
 
     import torch
 
@@ -202,6 +292,8 @@ def main() -> None:
         f"| predict / data-prep | {batch['ratio']:.2f} × | ≤ 1.2 × |",
         f"| `POST /api/predict`, one molecule: p50 / p95 | {web['api']['p50']:.1f} / {web['api']['p95']:.1f} ms "
         "| p95 ≤ 100 ms |",
+        f"| the same, server thread's CPU per request: p50 / p95 | {web['api']['cpu_p50']:.1f} / "
+        f"{web['api']['cpu_p95']:.1f} ms | (a quiet core's latency, less HTTP) |",
         f"| `GET /molecule` detail HTML: p50 / p95 | {web['detail']['p50']:.1f} / {web['detail']['p95']:.1f} ms "
         "| p95 ≤ 300 ms |",
         f"| `GET /molecule/map.png`, one map: p50 / p95 | {web['map']['p50']:.1f} / {web['map']['p95']:.1f} ms | |",
