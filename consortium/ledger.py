@@ -90,7 +90,7 @@ class Ledger:
             node_ids=[int(n) for n in node_ids], examples=[int(e) for e in examples],
             losses=[float(x) for x in losses], trunk_sha256=trunk_sha256, prev_sha256=prev,
             refused=[str(r) for r in refused or []],
-            dp_epsilon=None if dp_epsilon is None else _finite_or_str(dp_epsilon),
+            dp_epsilon=None if dp_epsilon is None else _finite_epsilon(dp_epsilon),
         )
         return entry
 
@@ -108,7 +108,7 @@ class Ledger:
         return entry
 
 
-def _finite_or_str(value: float) -> float:
+def _finite_epsilon(value: float) -> float:
     """ε as a JSON number; an infinite ε (no noise) would not be valid JSON, so it is refused here."""
     value = float(value)
     if not value < float("inf"):
