@@ -14,6 +14,7 @@ standardizes or draws it, so one huge SMILES cannot take the server down.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 import threading
@@ -176,23 +177,59 @@ class Prediction:
         return [dict(zip(order, row, strict=True)) for row in self._values(limit).tolist()]
 
     def write_csv(self, handle: TextIO, header: bool = True) -> None:
-        """The rows as CSV, byte for byte what `table.to_csv(index=False)` writes, ~15 x faster for 2,000 tasks
-        (no pandas frame: the csv module writes floats with repr, as pandas does, and None as its empty NaN)."""
+        """The rows as CSV, byte for byte what `table.to_csv(index=False)` writes, ~10 x faster for 2,000 tasks.
+
+        No pandas frame: the meta columns (SMILES, names, errors: text that may need quoting) go through the csv
+        module; the ~8,000 per-task cells, which never need quoting (numbers as pandas writes them, i.e. their
+        repr, NaN empty, set names), are joined as they are (`_csv_cells`)."""
+        layout = self.layout
         writer = csv.writer(handle, lineterminator="\n")
         if header:
-            writer.writerow(self.layout.order)
-        writer.writerows(self._values(None, finite=False).tolist())
+            writer.writerow(layout.order)
+        n_meta = len(layout.meta)
+        cells = np.empty((len(self), len(layout.order) - n_meta), dtype=object)
+        for places, block in zip(layout.positions[1:], self.blocks, strict=True):
+            cells[:, places - n_meta] = _csv_cells(block)
+        meta = [_python_values(np.asarray(self.meta[name], dtype=object), finite=False) for name in layout.meta]
+        line = io.StringIO()
+        meta_writer = csv.writer(line, lineterminator="")
+        for i, row in enumerate(cells.tolist()):
+            line.seek(0)
+            line.truncate()
+            meta_writer.writerow([column[i] for column in meta])
+            handle.write(line.getvalue() + ("," + ",".join(row) if row else "") + "\n")
 
-    def _values(self, limit: int | None, finite: bool = True) -> np.ndarray:
-        """(molecules x columns) object array in column order; NaN as None, and ±inf too when `finite`."""
+    def _values(self, limit: int | None) -> np.ndarray:
+        """(molecules x columns) object array of Python values in column order; NaN and ±inf as None."""
         n = len(self) if limit is None else min(limit, len(self))
         out = np.empty((n, len(self.layout.order)), dtype=object)
         meta_at, *block_at = self.layout.positions
         for place, name in zip(meta_at, self.layout.meta, strict=True):
-            out[:, place] = _python_values(np.asarray(self.meta[name][:n], dtype=object), finite)
+            out[:, place] = _python_values(np.asarray(self.meta[name][:n], dtype=object))
         for places, block in zip(block_at, self.blocks, strict=True):
-            out[:, places] = _objects(block[:n], finite)
+            out[:, places] = _objects(block[:n])
         return out
+
+
+_TEN_THOUSANDTHS = np.array([repr(i / 10_000) for i in range(10_001)], dtype=object)
+
+
+def _csv_cells(block: np.ndarray) -> np.ndarray:
+    """A block's CSV cells as strings: each float as its `repr` (looked up for the multiples of 0.0001 in [0, 1]
+    that probabilities and p-values rounded to 4 decimals are, checked exactly), NaN as ''; set names as they are
+    (checked: none needs quoting)."""
+    if block.dtype.kind != "f":
+        if any(c in str(v) for v in set(block.ravel().tolist()) for c in ',"\r\n'):
+            raise ValueError("a per-task cell would need CSV quoting")
+        return block
+    out = np.full(block.shape, "", dtype=object)
+    steps = np.rint(block * 10_000)
+    with np.errstate(invalid="ignore"):
+        table = (steps >= 0) & (steps <= 10_000) & (steps / 10_000 == block) & ~np.signbit(block)  # not NaN, -0.0
+    out[table] = _TEN_THOUSANDTHS[steps[table].astype(np.int64)]
+    rest = ~table & ~np.isnan(block)
+    out[rest] = [repr(v) for v in block[rest].tolist()]
+    return out
 
 
 class Predictor:

@@ -146,3 +146,19 @@ def test_write_csv_is_pandas_to_csv_byte_for_byte_with_nan_and_unbounded_interva
     buffer = io.StringIO()
     result.write_csv(buffer)
     assert buffer.getvalue() == table.to_csv(index=False)
+
+
+@settings(max_examples=200, deadline=None)
+@given(values=st.lists(st.floats(allow_nan=True, allow_infinity=True) | st.sampled_from([-0.0, 1e-05, 0.5, 1.0]),
+                       min_size=1, max_size=30), decimals=st.sampled_from([None, 4]))
+def test_csv_cells_are_the_floats_pandas_writes(values, decimals):
+    import csv
+
+    from partner_kit.predict import _csv_cells
+
+    block = np.array([values, values[::-1]], dtype=np.float64)
+    if decimals is not None:
+        block = np.round(block, decimals)
+    buffer = io.StringIO()
+    csv.writer(buffer, lineterminator="\n").writerows(_csv_cells(block).tolist())
+    assert buffer.getvalue() == pd.DataFrame(block).to_csv(index=False, header=False)
