@@ -12,7 +12,6 @@ from __future__ import annotations
 import datetime as dt
 import html
 import json
-import math
 from pathlib import Path
 from typing import Any
 
@@ -23,6 +22,7 @@ from consortium import stats
 from consortium.comparison import Comparison, load_comparison
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
+from data_prep.jsonsafe import json_safe
 
 REPORT_JSON = "report.json"
 STAT_LABELS = {"mean_delta": "mean Δ", "median_delta": "median Δ", "share_improved": "tasks improved",
@@ -32,18 +32,6 @@ PAIR_LABELS = {"federated-single": "federated − single", "pooled-single": "poo
 
 
 # ---- numbers ---------------------------------------------------------------------------------------------
-def _clean(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, list | tuple):
-        return [_clean(v) for v in x]
-    if isinstance(x, np.generic):
-        x = x.item()
-    if isinstance(x, float) and not math.isfinite(x):
-        return None
-    return x
-
-
 def _per_task(scores: stats.PanelScores, delong: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
     """One record per evaluable task: seed-mean metric per variant, DeLong p (raw and BY-adjusted) per pair."""
     panel = scores.panel
@@ -91,7 +79,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
     all_scores, delong_all = [], {}
     for i, partner in enumerate(partner_names):
         panel = comparison.panels[partner]
-        excluded = _clean(panel.excluded.to_dict(orient="records"))
+        excluded = json_safe(panel.excluded.to_dict(orient="records"))
         if panel.tasks.empty:
             partners[partner] = {"n_evaluable": 0, "excluded": excluded, "per_task": [],
                                  "note": "no task meets the evaluation quorum on the test fold"}
@@ -114,7 +102,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
             merged = pd.concat(frames, ignore_index=True)
             consortium_summary["pairs"][pair]["delong_auc_roc"] = stats.delong_counts(merged)
     meta = comparison.meta
-    return _clean({
+    return json_safe({
         "generated": dt.datetime.now(dt.UTC).strftime("%Y-%m-%d %H:%M UTC"),
         "source": comparison.source,
         "plan_name": meta.get("plan_name"), "plan_hash": meta.get("plan_hash"),

@@ -33,6 +33,7 @@ from consortium.server_app import RunSettings
 from data_prep.atomic import write_text_atomic
 from data_prep.console import console
 from data_prep.errors import InputError
+from data_prep.jsonsafe import json_safe
 
 SUMMARY_COLUMNS = ("seed", "test_fold", "partner", "tasks", "class_tasks", "regr_tasks", "n_train",
                    "single_auc_pr", "federated_auc_pr", "pooled_auc_pr", "delta_auc_pr",
@@ -326,15 +327,11 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     return table
 
 
-def _json_safe(v: Any) -> Any:
-    return None if isinstance(v, float) and math.isnan(v) else v
-
-
 def write_summary(result: SimulationResult, plan: Plan, rounds: int) -> None:
     summary = {
         "plan_hash": plan.hash, "rounds": rounds, "schedule": plan.federation.schedule,
         "secure_aggregation": plan.federation.secure_aggregation,
-        "partners": [{k: _json_safe(v) for k, v in r.items()} for r in result.rows],
+        "partners": [{k: json_safe(v) for k, v in r.items()} for r in result.rows],
         "seconds": {k: round(v, 3) for k, v in result.seconds.items()},
         "round_seconds": result.status.get("round_seconds", []),
         "partner_seconds": result.partner_seconds,
@@ -346,5 +343,5 @@ def write_summary(result: SimulationResult, plan: Plan, rounds: int) -> None:
     writer = csv.DictWriter(buf, fieldnames=list(SUMMARY_COLUMNS), lineterminator="\n")
     writer.writeheader()
     for r in result.rows:
-        writer.writerow({k: ("" if _json_safe(r.get(k)) is None else r.get(k)) for k in SUMMARY_COLUMNS})
+        writer.writerow({k: ("" if json_safe(r.get(k)) is None else r.get(k)) for k in SUMMARY_COLUMNS})
     write_text_atomic(result.run_dir / "summary.csv", buf.getvalue())

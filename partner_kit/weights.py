@@ -11,7 +11,6 @@ A model directory holds
 from __future__ import annotations
 
 import json
-import math
 import platform
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,6 +24,7 @@ import torch
 from consortium.plan import Plan, trunk_shapes
 from data_prep.atomic import write_atomic, write_text_atomic
 from data_prep.errors import InputError
+from data_prep.jsonsafe import json_safe
 from partner_kit.model import MultitaskModel, build_model, task_counts
 
 if TYPE_CHECKING:
@@ -100,20 +100,8 @@ def _versions() -> dict[str, str]:
             "python": platform.python_version()}
 
 
-def _json_safe(obj: Any) -> Any:
-    if isinstance(obj, dict):
-        return {str(k): _json_safe(v) for k, v in obj.items()}
-    if isinstance(obj, list | tuple):
-        return [_json_safe(v) for v in obj]
-    if isinstance(obj, np.generic):
-        obj = obj.item()
-    if isinstance(obj, float) and not math.isfinite(obj):
-        return None
-    return obj
-
-
 def task_records(tasks: pd.DataFrame) -> list[dict[str, Any]]:
-    return _json_safe(tasks.astype(object).where(tasks.notna(), None).to_dict(orient="records"))
+    return json_safe(tasks.astype(object).where(tasks.notna(), None).to_dict(orient="records"))
 
 
 def save_model(model_dir: str | Path, trainer_or_model: LocalTrainer | MultitaskModel, *, plan: Plan,
@@ -134,11 +122,11 @@ def save_model(model_dir: str | Path, trainer_or_model: LocalTrainer | Multitask
         "n_class_tasks": n_class,
         "n_regr_tasks": n_regr,
         "tasks": task_records(tasks),
-        "training": _json_safe(dict(plan.training.__dict__)),
+        "training": json_safe(dict(plan.training.__dict__)),
         "versions": _versions(),
-        **_json_safe(extra or {}),
+        **json_safe(extra or {}),
     }
-    write_text_atomic(model_dir / METRICS_JSON, json.dumps(_json_safe(metrics or {}), indent=2) + "\n")
+    write_text_atomic(model_dir / METRICS_JSON, json.dumps(json_safe(metrics or {}), indent=2) + "\n")
     write_text_atomic(model_dir / MODEL_JSON, json.dumps(info, indent=2) + "\n")
     return model_dir
 

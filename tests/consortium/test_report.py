@@ -131,7 +131,7 @@ def test_same_seed_same_numbers_other_seed_other_intervals(run, tmp_path):
 def test_no_pooled_uplift_no_share(tmp_path):
     run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0, 1), n_class=6, n_regr=0,
                         signal={"single": 1.0, "federated": 1.2, "pooled": 1.0})
-    write_report(run_dir, run_dir / "report.html", n_boot=N_BOOT)
+    write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
     data = json.loads((tmp_path / "r.json").read_text())
     assert data["consortium"]["pooled_uplift_share"]["reported"] is False
     assert "includes 0" in data["consortium"]["pooled_uplift_share"]["why"]
@@ -229,7 +229,7 @@ def test_the_report_needs_no_model_code(run, tmp_path):
 
 def test_a_regression_only_consortium_reports_r2_and_its_pooled_share(tmp_path):
     run_dir = write_run(tmp_path / "run", partners=("A", "B"), seeds=(0,), n_class=0, n_regr=5)
-    write_report(run_dir, run_dir / "report.html", n_boot=N_BOOT)
+    write_report(run_dir, tmp_path / "r.html", n_boot=N_BOOT)
     data = json.loads((tmp_path / "r.json").read_text())
     assert set(data["consortium"]["pairs"]["federated-single"]) == {"r2", "pearson_r", "delong_auc_roc"}
     assert data["consortium"]["pairs"]["federated-single"]["delong_auc_roc"]["n_tasks"] == 0
