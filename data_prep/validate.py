@@ -188,14 +188,12 @@ def validate_t1(
     chunk_rows = max(int(chunk_rows or T1_CHUNK_ROWS), 1)
     assay_index = pd.Index(assays.index, dtype=object)
     compound_index = pd.Index(pd.unique(compounds["input_compound_id"].to_numpy(dtype=object)), dtype=object)
-    known_compounds = set(compound_index)
     parts: list[tuple[np.ndarray, ...]] = []
     incredible_ids: list[np.ndarray] = []
     any_finite = False
     for start in range(0, n, chunk_rows):
         part, incredible, finite = _validate_t1_slice(table, f.iloc[start:start + chunk_rows], start, assays,
-                                                      assay_index, compound_index, known_compounds,
-                                                      rejected_compounds, rejects)
+                                                      assay_index, compound_index, rejected_compounds, rejects)
         parts.append(part)
         incredible_ids.append(incredible)
         any_finite = any_finite or finite
@@ -219,8 +217,7 @@ def validate_t1(
 
 
 def _validate_t1_slice(table: InputTable, f: pd.DataFrame, start: int, assays: pd.DataFrame,
-                       assay_index: pd.Index, compound_index: pd.Index, known_compounds: set[str],
-                       rejected_compounds: dict[str, str],
+                       assay_index: pd.Index, compound_index: pd.Index, rejected_compounds: dict[str, str],
                        rejects: Rejects) -> tuple[tuple[np.ndarray, ...], np.ndarray, bool]:
     """One slice of T1 (rows start+1 ...): its kept records as arrays (id codes), the assay ids of records a
     credibility range dropped, and whether any standard_value in it is a finite number."""
@@ -242,27 +239,36 @@ def _validate_t1_slice(table: InputTable, f: pd.DataFrame, start: int, assays: p
             reason[mask] = text if isinstance(text, str) else np.asarray(text(mask), dtype=object)
         return mask
 
+    # One hash lookup per record gives both membership and the code (isin / map would hash the ids again each).
+    acode = assay_index.get_indexer(aid)
+    ccode = compound_index.get_indexer(cid)
+    known_assay = acode >= 0
+    safe = np.maximum(acode, 0)
+
+    def per_assay(column: str, missing: object) -> pd.Series:
+        values = assays[column].to_numpy()[safe]
+        return pd.Series(np.where(known_assay, values, missing), index=f.index)
+
     flag(cid == "", "empty input_compound_id")
     flag(aid == "", "empty input_assay_id")
-    known_assay = aid.isin(assays.index)
     flag(~known_assay, lambda m: "input_assay_id " + aid[m] + " is not in T0")
-    assay_reject = aid.map(assays["rejected"]).where(known_assay)
+    assay_reject = per_assay("rejected", None)
     flag(assay_reject.notna(), lambda m: assay_reject[m])
     compound_reject = cid.map(rejected_compounds) if rejected_compounds else pd.Series(np.nan, index=f.index)
     flag(compound_reject.notna(), lambda m: compound_reject[m])
-    flag(~cid.isin(known_compounds), lambda m: "input_compound_id " + cid[m] + " is not in T2")
+    flag(ccode < 0, lambda m: "input_compound_id " + cid[m] + " is not in T2")
     flag(censor.isna(), lambda m: "unknown standard_qualifier " + qual_text[m].map(repr)
          + " (use one of < <= = ~ >= >)")
     flag(value_text == "", "empty standard_value")
     flag(value.isna(), lambda m: "standard_value " + value_text[m].map(repr) + " is not a number")
     flag(~np.isfinite(value.fillna(0.0)), lambda m: "standard_value " + value_text[m].map(repr) + " is not finite")
-    binary = aid.map(assays["is_binary"]).eq(True)  # unknown assays (NaN) are not binary
+    binary = per_assay("is_binary", False).eq(True)  # unknown assays are not binary
     flag(binary & (censor.fillna(0) != 0),
          lambda m: "binary assays take '=' only, not " + qual_text[m].map(repr))
     flag(binary & ~value.isin([1.0, -1.0, 0.0]),
          lambda m: "binary assay value " + value_text[m] + " must be +1 (active) or -1 / 0 (inactive)")
-    lo = aid.map(assays["credible_min"]).astype(float)
-    hi = aid.map(assays["credible_max"]).astype(float)
+    lo = per_assay("credible_min", np.nan).astype(float)
+    hi = per_assay("credible_max", np.nan).astype(float)
     incredible = ~binary & ((value < lo) | (value > hi))
     incredible = flag(incredible, lambda m: "standard_value " + value_text[m] + " outside the credible range ["
                       + lo[m].map(_num) + ", " + hi[m].map(_num) + "] of assay_type "
@@ -271,8 +277,8 @@ def _validate_t1_slice(table: InputTable, f: pd.DataFrame, start: int, assays: p
     rejects.add(name, rows[bad], cid[bad], "input", reason[bad])
     keep = ~bad
     value = value.where(~binary, np.where(value > 0, 1.0, -1.0))
-    kept = (rows[keep], compound_index.get_indexer(cid[keep]).astype(np.int32),
-            assay_index.get_indexer(aid[keep]).astype(np.int32), censor[keep].astype(np.int8).to_numpy(),
+    kept = (rows[keep], ccode[keep].astype(np.int32), acode[keep].astype(np.int32),
+            censor[keep].astype(np.int8).to_numpy(),
             value[keep].to_numpy(dtype=np.float64))
     return kept, aid[incredible].to_numpy(dtype=object), finite
 
