@@ -223,8 +223,8 @@ def _csv_cells(block: np.ndarray) -> np.ndarray:
             raise ValueError("a per-task cell would need CSV quoting")
         return block
     out = np.full(block.shape, "", dtype=object)
-    steps = np.rint(block * 10_000)
-    with np.errstate(invalid="ignore"):
+    with np.errstate(over="ignore", invalid="ignore"):  # huge values overflow to inf and take the repr path
+        steps = np.rint(block * 10_000)
         table = (steps >= 0) & (steps <= 10_000) & (steps / 10_000 == block) & ~np.signbit(block)  # not NaN, -0.0
     out[table] = _TEN_THOUSANDTHS[steps[table].astype(np.int64)]
     rest = ~table & ~np.isnan(block)
