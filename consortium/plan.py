@@ -7,7 +7,7 @@ the trunk architecture, the local training settings and the federation schedule,
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -186,7 +186,14 @@ class Plan:
         }
 
     @classmethod
-    def from_dict(cls, raw: dict[str, Any], source: str = "plan") -> Plan:
+    def from_dict(cls, raw: dict[str, Any], source: str = "plan", saved: bool = False) -> Plan:
+        """The plan from a parsed plan file. `saved=True` reads the plan a model directory saved (model.json): its
+        [federation] table may come from another kit version (keys added or renamed since; they shape no
+        model), so unknown federation keys are dropped, missing ones take their defaults and the file-as-written
+        hash check is skipped: the model's own `plan_hash` identifies what it was trained under."""
+        if saved and isinstance(raw.get("federation"), dict):
+            names = {f.name for f in fields(FederationSpec)}
+            raw = {**raw, "federation": {k: v for k, v in raw["federation"].items() if k in names}}
         known = {"name", "reference_hash", "fingerprint", "standardization", "folds", "tasks",
                  "trunk", "training", "federation"}
         unknown = sorted(set(raw) - known)
@@ -201,7 +208,7 @@ class Plan:
             reference_hash=str(raw.get("reference_hash", "")),
         )
         # One hash everywhere: data_prep hashes the file as written, so the file must be complete.
-        if plan.data.plan_hash != plan.hash:
+        if not saved and plan.data.plan_hash != plan.hash:
             full = plan.to_dict()
             missing = sorted(
                 f"{t}.{k}" if isinstance(v, dict) else t

@@ -243,7 +243,7 @@ class Predictor:
         self.significance = float(significance)
         try:
             self.model, self.info = load_model(self.model_dir)
-            self.plan = Plan.from_dict(self.info["plan"], source=str(self.model_dir / "model.json"))
+            self.plan = Plan.from_dict(self.info["plan"], source=str(self.model_dir / "model.json"), saved=True)
             self.tasks: list[dict[str, Any]] = list(self.info["tasks"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{self.model_dir / 'model.json'} is damaged ({type(exc).__name__}: {exc}); "

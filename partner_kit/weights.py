@@ -145,7 +145,7 @@ def load_model(model_dir: str | Path, plan: Plan | None = None) -> tuple[Multita
     model_dir = Path(model_dir)
     info = read_model_json(model_dir)
     if plan is None:
-        plan = Plan.from_dict(info["plan"], source=str(model_dir / MODEL_JSON))
+        plan = Plan.from_dict(info["plan"], source=str(model_dir / MODEL_JSON), saved=True)
     elif plan.hash != info["plan_hash"]:
         raise InputError(f"plan hash {plan.hash[:16]}… differs from the model's plan hash "
                          f"{info['plan_hash'][:16]}… ({model_dir / MODEL_JSON}); use the plan the model was "

@@ -89,3 +89,25 @@ def test_loading_with_another_plan_names_both_hashes(saved):
 def test_missing_model_directory_is_an_input_error(tmp_path):
     with pytest.raises(InputError, match="not a model directory"):
         load_model(tmp_path / "nothing")
+
+
+def test_a_model_saved_by_another_kit_version_loads_when_only_its_federation_table_differs(saved, plan, data):
+    """Federation settings added or renamed since a model was saved shape no model: it still loads and predicts
+    the same; what shapes the model (here the trunk) is still checked strictly."""
+    import json
+
+    tr, model_dir = saved
+    info = json.loads((model_dir / "model.json").read_text())
+    fed = info["plan"]["federation"]
+    fed.pop("head_warmup_epochs")
+    fed["fp16_wire"] = False  # a key of an older version
+    (model_dir / "model.json").write_text(json.dumps(info))
+    model, _ = load_model(model_dir)
+    rows = np.arange(data.n_rows)
+    batcher = CsrBatcher(data)
+    for x, y in zip(predict_rows(tr.model, batcher, rows), predict_rows(model, batcher, rows), strict=True):
+        np.testing.assert_array_equal(x, y)
+    info["plan"]["trunk"]["unknown_width"] = 3
+    (model_dir / "model.json").write_text(json.dumps(info))
+    with pytest.raises(InputError, match="unknown key"):
+        load_model(model_dir)
