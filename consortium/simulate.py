@@ -289,13 +289,12 @@ def summary_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Per partner, means over seeds (± the seeds' standard deviation when there are several)."""
     seeds = sorted({r.get("seed") for r in rows}, key=str)
     folds = sorted({r.get("test_fold", 0) for r in rows})
-    reps = len({(r.get("seed"), r.get("test_fold", 0)) for r in rows})
     pairs = {(r.get("seed"), r.get("test_fold", 0)) for r in rows}
     what = (f"{len(seeds)} seeds, seed i tested on fold i" if len(folds) > 1 and len(pairs) == len(seeds) else
             f"{len(seeds)} seed(s) × {len(folds)} test folds" if len(folds) > 1 else f"{len(seeds)} seeds")
     caption = ("test fold" + ("s " + ", ".join(map(str, folds)) if len(folds) > 1 else "") +
                ", aggregation-weighted over evaluable tasks; " + (
-        f"mean ± SD over {what}; " if reps > 1 else "one seed; ") +
+        f"mean ± SD over {what}; " if len(pairs) > 1 else "one seed; ") +
         "best = round(s) each partner kept (on its validation fold). Intervals: report.html")
     table = Table(title=title, caption=caption)
     show_r2 = any(r["regr_tasks"] for r in rows)
