@@ -182,9 +182,11 @@ def serve(
         raise KeyboardInterrupt  # runs the finally below: the SuperLink and its children stop with us
 
     signal.signal(signal.SIGTERM, stop)
-    consortium = start_consortium(out, port=port, host=host, tls=tls)
+    consortium = start_consortium(out, port=port, host=host, tls=tls, on_plaintext=_print_plaintext)
     mode = "INSECURE, loopback only" if insecure else (
         f"TLS, node authentication, {len(admitted)} admitted" if node_auth else "TLS, no node authentication")
+    if consortium.front is not None:
+        mode += f"; TLS-only front, SuperLink on {consortium.superlink_address}"
     console.print(f"SuperLink on {host}:{port} ({mode}); partners join with "
                   f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`",
                   highlight=False)
@@ -285,6 +287,12 @@ def admit(
                   "starts", highlight=False)
 
 
+def _print_plaintext(line: str) -> None:
+    from rich.markup import escape
+
+    console.print(escape(f"  {line}"), highlight=False)
+
+
 def _print_refused_node(line: str) -> None:
     import re
 
@@ -341,6 +349,8 @@ def status(
         dp = st["dp"]
         rows.insert(4, ("differential privacy", f"ε = {dp['epsilon']:.3g} at δ = {dp['delta']:g} so far "
                         f"(σ {dp['noise_multiplier']:g}, clip {dp['clipping_norm']:g}; partner-level)"))
+    if "plaintext_refused" in st:  # serve's TLS front (consortium.tls_front)
+        rows.append(("plaintext connections refused", str(st["plaintext_refused"])))
     if st.get("no_round_nodes"):
         rows.append(("joined, no round", ", ".join(map(str, st["no_round_nodes"])) + " (no federated model: joined "
                      "after the last round or refused)"))

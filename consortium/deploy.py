@@ -1,6 +1,7 @@
 """Deployed mode: the consortium's SuperLink, the Flower app that runs our ServerApp, run submission, status.
 
-`consortium serve` = start `flower-superlink` (one port for Fleet, Control and Runtime APIs), write a small
+`consortium serve` = start `flower-superlink` (one port for Fleet, Control and Runtime APIs; with TLS behind
+`consortium.tls_front`, which owns the public port and refuses plaintext clients with a message), write a small
 Flower app (pyproject with `[tool.flwr.app]` components pointing at `consortium.server_app:app` and
 `partner_kit.client_app:app`) into the run directory, submit it with `flwr run`, then follow the run through
 `status.json` until it finishes. Every process is started in its own process group so it can be stopped as
@@ -26,6 +27,7 @@ import tomli_w
 
 from consortium.processes import die_with_parent
 from consortium.run_status import read_status
+from consortium.tls_front import FRONT_STATUS, TlsFront
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 
@@ -275,28 +277,60 @@ def wait_for_run(flwr_home: Path, run_id: int, run_dir: Path, timeout: float,
 
 @dataclass
 class Consortium:
-    """A running consortium node: SuperLink + the connection the `flwr` CLI uses."""
+    """A running consortium node: SuperLink (+ its TLS front), the address partners join by, the `flwr` CLI's home.
+
+    `address` is what partners connect to (the TLS front's port when there is one); the `flwr` CLI and the
+    ServerApp talk to the SuperLink directly (`superlink_address`, on this machine).
+    """
 
     superlink: Service
     address: str
     flwr_home: Path
+    front: TlsFront | None = None
+    superlink_address: str = ""
 
     def stop(self) -> None:
-        self.superlink.stop()
+        try:
+            self.superlink.stop()
+        finally:
+            if self.front is not None:
+                self.front.stop()
 
 
 def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
-                     flwr_home: Path | None = None, tls: TlsOptions = TlsOptions()) -> Consortium:
-    """Start the SuperLink; with node authentication, register every admitted key (run/admitted/*.pub)."""
+                     flwr_home: Path | None = None, tls: TlsOptions = TlsOptions(),
+                     on_plaintext: Callable[[str], None] | None = None) -> Consortium:
+    """Start the SuperLink; with node authentication, register every admitted key (run/admitted/*.pub).
+
+    With TLS, partners reach the SuperLink through `consortium.tls_front` on (host, port) and the SuperLink
+    itself binds 127.0.0.1 on a free port: the front relays TLS unchanged and refuses a plaintext client with a
+    line to `on_plaintext` (default: stderr), which the SuperLink alone would drop without a word.
+    With `--insecure` (loopback only) there is no front.
+    """
     run_dir = Path(run_dir).resolve()
     tls = tls.resolved()
     flwr_home = Path(flwr_home or run_dir / "flwr-home").resolve()
     port = port or free_port()
-    superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # the CLI talks to it from this machine
-    consortium = Consortium(superlink, f"{local}:{port}", flwr_home)
+    front = None
+    if tls.insecure:
+        superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
+        internal = f"{local}:{port}"
+    else:
+        check_port_free(host, port)  # before the SuperLink starts: the public port is the front's
+        inner = free_port()
+        superlink = start_superlink(inner, flwr_home, run_dir / "logs" / "superlink.log", tls, host="127.0.0.1")
+        internal = f"127.0.0.1:{inner}"
+        try:
+            run_dir.mkdir(parents=True, exist_ok=True)
+            front = TlsFront(host, port, "127.0.0.1", inner, on_refused=on_plaintext,
+                             status_file=run_dir / FRONT_STATUS).start()
+        except BaseException:
+            superlink.stop()
+            raise
+    consortium = Consortium(superlink, f"{local}:{port}", flwr_home, front, internal)
     try:
-        write_connection(flwr_home, consortium.address, tls)
+        write_connection(flwr_home, consortium.superlink_address, tls)
         if not tls.insecure and tls.node_auth:
             for pub in sorted((run_dir / ADMITTED_DIR).glob("*.pub")):
                 register_node(flwr_home, pub)  # also notes the node id beside the key, for --revoke

@@ -8,6 +8,7 @@ run as "stopped". No Flower import here: `consortium status` stays instant.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import socket
@@ -63,6 +64,10 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         status = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"state": "unreadable", "error": f"{path} is not valid JSON"}
+    front = Path(run_dir) / "tls_front.json"  # written by serve's TLS front (consortium.tls_front), not the ServerApp
+    if front.is_file():
+        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
+            status["plaintext_refused"] = int(json.loads(front.read_text()).get("plaintext_refused", 0))
     if status.get("state") in ACTIVE_STATES and server_alive(status) is False:
         status["last_state"] = status["state"]
         status["state"] = "stopped"

@@ -97,7 +97,9 @@ def probe_superlink(superlink: str, *, insecure: bool, root_certificates: Path |
     """Say now, not by retrying forever, when this partner's TLS setting cannot work with the SuperLink.
 
     A SuperLink that is not up yet is fine (the SuperNode waits for it); one that is up is asked for a TLS
-    handshake, verified against the consortium's CA when joining over TLS.
+    handshake, verified against the consortium's CA when joining over TLS. With --insecure it is first sent
+    a plaintext request, as the SuperNode would send: a plaintext SuperLink answers it, a TLS consortium's front
+    refuses it, and its operator sees that refusal too (`consortium.tls_front`).
     """
     import ssl
 
@@ -105,6 +107,10 @@ def probe_superlink(superlink: str, *, insecure: bool, root_certificates: Path |
     if not host or not port.isdigit():
         raise InputError(f"--superlink {superlink!r}: give HOST:PORT, e.g. consortium.example.org:9093")
     host = host.strip("[]")
+    if insecure:
+        answer = _plaintext_answer(host, int(port), timeout)
+        if answer.startswith(b"HTTP/") and b"TLS only" not in answer:
+            return  # a plaintext SuperLink (loopback demo): what --insecure is for
     try:
         sock = socket.create_connection((host, int(port)), timeout=timeout)
     except OSError:
@@ -131,6 +137,19 @@ def probe_superlink(superlink: str, *, insecure: bool, root_certificates: Path |
     if not insecure and not speaks_tls:
         raise InputError(f"the SuperLink at {superlink} does not speak TLS (an --insecure loopback server?); "
                          "check the address, or join a loopback demo with --insecure")
+
+
+def _plaintext_answer(host: str, port: int, timeout: float) -> bytes:
+    """The first bytes a plaintext `GET /health` gets back (b"" when refused, dropped or nothing listens)."""
+    try:
+        with socket.create_connection((host, port), timeout=timeout) as sock:
+            sock.sendall(f"GET /health HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode())
+            answer = b""
+            while len(answer) < 4096 and (chunk := sock.recv(4096)):
+                answer += chunk
+            return answer
+    except OSError:
+        return b""
 
 
 def start_supernode(cfg: PartnerConfig, superlink: str, *, port: int, log: Path | None = None,
