@@ -6,12 +6,15 @@ feature rows present in it, so here the forward pass is one `embedding_bag` over
 rows each compound has, weighted by its values; nothing copied) and the backward pass computes
 X_local^T @ grad_out for just the present rows and hands autograd a *sparse* gradient holding only those.
 `LazyAdam` then updates those rows alone, with per-row moment state and per-row step counts (optionally
-adding, in closed form, the momentum updates dense Adam would have applied while a row was absent).
+adding, in closed form, the momentum updates dense Adam would have applied while a row was absent). On the CPU
+that update is fused: torch's one-pass Adam kernel runs on views of the present rows themselves, so the
+moments and weights are read and written once, in place, with no gathered copies.
 """
 
 from __future__ import annotations
 
 import math
+import operator
 
 import numpy as np
 import torch
@@ -43,7 +46,8 @@ class _SparseRowsLinear(torch.autograd.Function):
             # Device-generic (GPU) path: the same X_local^T @ grad_out with torch's own sparse product.
             block = torch.sparse.mm(batch.local_transpose_torch(ctx.values.detach()), grad_out.contiguous())
         else:
-            xt = batch.local_transpose(ctx.values)
+            # CSR (one output row at a time, accumulated in cache) is ~1.6x faster here than the CSC transpose.
+            xt = batch.local_transpose(ctx.values).tocsr()
             block = torch.from_numpy(np.asarray(xt @ grad_out.contiguous().numpy(), dtype=np.float32))
         sparse = torch.sparse_coo_tensor(
             batch.cols.unsqueeze(0), block, ctx.weight_shape, is_coalesced=True, check_invariants=False
@@ -111,12 +115,68 @@ class LazyAdam(torch.optim.Optimizer):
       keeps its pending tail.
 
     `weight_decay` is L2 added to the gradient of the rows present. Dense gradients are accepted too.
+
+    `fused` (default: on for CPU tensors) runs the exact per-row update as torch's fused Adam kernel over views
+    of the present rows (each row its own tensor with its own step count), so m, v and the weight row are read
+    and written once, in place: ~3x faster than the gathered path at a few thousand rows per step. The gathered
+    path (index_select -> update the block -> index_copy_ back) serves catch-up, other devices, and
+    `fused=False`; both give the same weights up to float rounding. An execution choice, not part of the
+    optimizer's saved state.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
-                 eps: float = 1e-8, weight_decay: float = 0.0, catch_up: bool = False) -> None:
+                 eps: float = 1e-8, weight_decay: float = 0.0, catch_up: bool = False,
+                 fused: bool | None = None) -> None:
         super().__init__(params, {"lr": lr, "betas": betas, "eps": eps, "weight_decay": weight_decay,
                                   "catch_up": catch_up})
+        self.fused = fused
+
+    def load_state_dict(self, state_dict) -> None:  # type: ignore[override]
+        super().load_state_dict(state_dict)
+        # torch casts every non-"step" state tensor to the parameter's dtype: row counts go back to integers.
+        for st in self.state.values():
+            if "row_step" in st and st["row_step"].is_floating_point():
+                st["row_step"] = st["row_step"].round().to(torch.int64)
+        self.__dict__.pop("_row_view_cache", None)
+
+    def _use_fused(self, group: dict, p: torch.Tensor, g: torch.Tensor) -> bool:
+        if group.get("catch_up", False) or self.fused is False or not hasattr(torch, "_fused_adam_"):
+            return False
+        if self.fused is None and p.device.type != "cpu":
+            return False
+        return p.dim() == 2 and p.is_contiguous() and p.dtype in (torch.float32, torch.float64) \
+            and g.dtype == p.dtype
+
+    def _row_views(self, p: torch.Tensor, state: dict) -> tuple[tuple[torch.Tensor, ...], ...]:
+        """Per-row views of the weight, both moments and the row step counts, made once per set of tensors.
+
+        Keyed on the tensors' addresses: a loaded state or a moved parameter gets fresh views (and the old
+        ones, which keep their storage alive, are dropped).
+        """
+        tensors = (p.detach(), state["exp_avg"], state["exp_avg_sq"], state["row_step"])
+        key = tuple(t.data_ptr() for t in tensors)
+        cache: dict[int, tuple] = self.__dict__.setdefault("_row_view_cache", {})
+        hit = cache.get(id(p))
+        if hit is None or hit[0] != key:
+            hit = (key, tuple(t.unbind(0) for t in tensors))
+            cache[id(p)] = hit
+        return hit[1]
+
+    def _fused_step(self, p: torch.Tensor, state: dict, rows: torch.Tensor, g: torch.Tensor, group: dict) -> None:
+        """The lazy Adam update of the present rows, one pass per row over the live tensors."""
+        n = rows.numel()
+        if n == 0:
+            return
+        beta1, beta2 = group["betas"]
+        row_step = state["row_step"]
+        row_step.index_add_(0, rows, torch.ones((), dtype=row_step.dtype, device=row_step.device).expand(n))
+        weights, exp_avg, exp_avg_sq, steps = self._row_views(p, state)
+        ids = rows.tolist()
+        pick = operator.itemgetter(*ids) if n > 1 else (lambda seq: (seq[ids[0]],))
+        torch._fused_adam_(list(pick(weights)), list(g.contiguous().unbind(0)), list(pick(exp_avg)),
+                           list(pick(exp_avg_sq)), [], list(pick(steps)), lr=float(group["lr"]),
+                           beta1=float(beta1), beta2=float(beta2), weight_decay=float(group["weight_decay"]),
+                           eps=float(group["eps"]), amsgrad=False, maximize=False)
 
     def _workspace(self, name: str, like: torch.Tensor, n: int) -> torch.Tensor:
         """A reusable (n, ...) scratch buffer: fresh 10-40 MB allocations per step cost more than the arithmetic."""
@@ -147,6 +207,9 @@ class LazyAdam(torch.optim.Optimizer):
                     state["step"] = state["step"].to(p.device)
                 state["step"] += 1
                 rows, g = _rows_and_values(p.grad)
+                if self._use_fused(group, p, g):
+                    self._fused_step(p, state, rows, g, group)
+                    continue
                 if wd:
                     g = g.add(p.index_select(0, rows), alpha=wd)
                 n = rows.numel()

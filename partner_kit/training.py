@@ -144,7 +144,9 @@ class LocalTrainer:
         trunk = self.model.trunk
         dense = [p for name, p in trunk.named_parameters() if name != "input.weight"]
         self.trunk_optimizers = [
-            LazyAdam([trunk.input.weight], lr=t.learning_rate, weight_decay=t.weight_decay),
+            # The device-generic path (any GPU, or the cpu-native hook) keeps the gathered row update.
+            LazyAdam([trunk.input.weight], lr=t.learning_rate, weight_decay=t.weight_decay,
+                     fused=False if trunk.input.native else None),
             torch.optim.Adam(dense, lr=t.learning_rate, weight_decay=t.weight_decay),
         ]
 
