@@ -113,6 +113,7 @@ def prepare(
         # The T1 text (≈ 50 bytes a record) is not needed past validation: free it before the later stages.
         n_t1 = len(t1.frame)
         t1.frame = t1.frame.iloc[:0]
+        _release_freed_arrow_memory()
     std_stats: dict[str, Any] = {}
     with stage("standardize"):
         mols = compute_records(compounds["smiles"].tolist(), config, n_jobs=n_jobs, cache_dir=cache_dir,
@@ -176,6 +177,15 @@ def prepare(
     for line in warnings:  # also without progress output: this is data the partner did not mean to lose
         console.print(f"[bold yellow]warning:[/] {line}", highlight=False, soft_wrap=True)
     return manifest
+
+
+def _release_freed_arrow_memory() -> None:
+    """Hand the freed T1 text back to the system: Arrow's allocator (mimalloc or jemalloc) keeps freed pages
+    mapped for reuse by Arrow alone, which would hold ≈ 80 bytes a record (1.7 GB at 20 M records) through
+    every later stage (measured at 100 k: RSS 309 -> 139 MiB after the release)."""
+    import pyarrow as pa
+
+    pa.default_memory_pool().release_unused()
 
 
 def _print_summary(m: dict[str, Any]) -> None:
