@@ -185,11 +185,12 @@ def serve(
     consortium = start_consortium(out, port=port, host=host, tls=tls, on_plaintext=_print_plaintext)
     mode = "INSECURE, loopback only" if insecure else (
         f"TLS, node authentication, {len(admitted)} admitted" if node_auth else "TLS, no node authentication")
-    if consortium.front is not None:
-        mode += f"; TLS-only front, SuperLink on {consortium.superlink_address}"
     console.print(f"SuperLink on {host}:{port} ({mode}); partners join with "
                   f"`partner-kit join --superlink HOST:{port} ...`; follow with `consortium status {out}`",
                   highlight=False)
+    if consortium.front is not None:
+        console.print(f"  TLS-only front on {host}:{port} (plaintext clients refused, with a line here), the "
+                      f"SuperLink itself on {consortium.superlink_address}", highlight=False)
     try:
         result = run_deployed(consortium, plan_path, out, rounds=total, resume=resume, timeout=timeout,
                               on_status=_print_status, on_log=_print_refused_node)
@@ -290,7 +291,7 @@ def admit(
 def _print_plaintext(line: str) -> None:
     from rich.markup import escape
 
-    console.print(escape(f"  {line}"), highlight=False)
+    console.print(escape(f"  {line}"), highlight=False, soft_wrap=True)  # one line, whatever the width
 
 
 def _print_refused_node(line: str) -> None:
