@@ -61,7 +61,7 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     censor = records["censor"].to_numpy()
     n = len(records)
     row_span = int(row.max()) + 1 if n else 1
-    group = np.full(n, -1, dtype=np.int64)
+    group = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)  # 4 bytes a record, not 8
     blocks: list[_Block] = []
     n_groups = 0
     for lo, hi in _assay_blocks(np.bincount(codes, minlength=len(names)) if n else np.zeros(0, np.int64),
