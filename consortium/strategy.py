@@ -89,16 +89,25 @@ def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list
         raise ValueError("nothing to average")
     if any(w <= 0 for w in weights):
         raise ValueError(f"example counts must be positive, got {weights}")
-    keyed = sorted(zip(weights, arrays, strict=True),
-                   key=lambda wa: (wa[0], hashlib.sha256(b"".join(a.tobytes() for a in wa[1])).hexdigest()))
+    keyed = sorted(zip(weights, arrays, strict=True), key=lambda wa: (wa[0], _content_hash(wa[1])))
     total = float(sum(weights))
     out = []
     for i in range(len(arrays[0])):
         acc = np.zeros(arrays[0][i].shape, dtype=np.float64)
+        term = np.empty_like(acc)  # one reused float64 buffer: no two fresh temporaries per partner and array
         for w, arrs in keyed:
-            acc += (w / total) * arrs[i].astype(np.float64)
+            np.multiply(arrs[i], w / total, out=term, dtype=np.float64)
+            acc += term
         out.append(acc.astype(np.float32))
     return out
+
+
+def _content_hash(arrays: list[np.ndarray]) -> str:
+    """sha256 of the arrays' bytes in order (the same digest as of their concatenation, without building it)."""
+    h = hashlib.sha256()
+    for a in arrays:
+        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+    return h.hexdigest()
 
 
 def check_trunk(arrays: list[np.ndarray], plan: Plan, dtypes: Iterable[np.dtype] | None = None) -> None:
