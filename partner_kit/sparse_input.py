@@ -13,8 +13,11 @@ moments and weights are read and written once, in place, with no gathered copies
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import math
 import operator
+from collections.abc import Iterator
 
 import numpy as np
 import torch
@@ -173,10 +176,15 @@ class LazyAdam(torch.optim.Optimizer):
         weights, exp_avg, exp_avg_sq, steps = self._row_views(p, state)
         ids = rows.tolist()
         pick = operator.itemgetter(*ids) if n > 1 else (lambda seq: (seq[ids[0]],))
-        torch._fused_adam_(list(pick(weights)), list(g.contiguous().unbind(0)), list(pick(exp_avg)),
-                           list(pick(exp_avg_sq)), [], list(pick(steps)), lr=float(group["lr"]),
-                           beta1=float(beta1), beta2=float(beta2), weight_decay=float(group["weight_decay"]),
-                           eps=float(group["eps"]), amsgrad=False, maximize=False)
+        # The gradient's row views are thousands of short-lived tensor objects: with the collector paused they
+        # are created and freed without triggering collections that would walk the cached views (3x slower).
+        with _gc_paused():
+            grad_rows = list(g.contiguous().unbind(0))
+            torch._fused_adam_(list(pick(weights)), grad_rows, list(pick(exp_avg)), list(pick(exp_avg_sq)), [],
+                               list(pick(steps)), lr=float(group["lr"]), beta1=float(beta1), beta2=float(beta2),
+                               weight_decay=float(group["weight_decay"]), eps=float(group["eps"]),
+                               amsgrad=False, maximize=False)
+            del grad_rows
 
     def _workspace(self, name: str, like: torch.Tensor, n: int) -> torch.Tensor:
         """A reusable (n, ...) scratch buffer: fresh 10-40 MB allocations per step cost more than the arithmetic."""
@@ -247,6 +255,18 @@ class LazyAdam(torch.optim.Optimizer):
                     update.add_(catch)
                 p.index_add_(0, rows, update, alpha=-1.0)
         return loss
+
+
+@contextlib.contextmanager
+def _gc_paused() -> Iterator[None]:
+    """Pause Python's cyclic garbage collector for a block that only makes and drops acyclic objects."""
+    enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if enabled:
+            gc.enable()
 
 
 def _rows_and_values(grad: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
