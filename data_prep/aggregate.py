@@ -24,8 +24,9 @@ from data_prep.validate import Rejects
 
 STAGE = "aggregate"
 
-#: Records merged per block of whole assays: bounds the merge temporaries (≈ 130 bytes a record) whatever T1's size.
-AGGREGATE_BLOCK_RECORDS = 1_000_000
+#: Records merged per block of whole assays (as many as validate_t1 checks per slice): bounds the merge
+#: temporaries (≈ 130 bytes a record, 65 MB a block) whatever T1's size.
+AGGREGATE_BLOCK_RECORDS = 500_000
 
 
 @dataclass
