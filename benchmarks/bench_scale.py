@@ -7,6 +7,9 @@ On a partner made by `make_industrial_partner.py --n N` (or an existing T0/T1/T2
             Canonicalize, the same function `bench_data_prep.py` uses) measured in the same run on a sample of the
             partner's SMILES, half before and half after the cold run, so load changes hit both alike; peak RSS;
   warm      1 % of the cache forgotten (as `bench_data_prep.py` does), `prepare` again: speed-up over cold;
+  t1path    prepare's T1 path alone, as `prepare` runs it (read -> validate -> attach rows -> aggregate -> tasks),
+            with standardization replaced by one matrix row per T2 compound: the peak RSS of each step on a big
+            partner's activity records in minutes instead of the hours its structures take (issue #11's 6 GB);
   train     `partner-kit train` with the plan's trunk (default 32000 x [2000], 2 % batches) for --epochs
             epochs: samples/s and seconds per epoch from metrics.json, peak RSS;
   predict   `partner-kit predict` on the first --predict-n SMILES: mol/s (including start-up), peak RSS.
@@ -43,7 +46,7 @@ sys.path.insert(0, str(ROOT))
 from machine_info import cpu_name, load_average  # noqa: E402
 
 BIN = Path(sys.executable).parent
-STAGES = ("generate", "prepare", "warm", "train", "predict")
+STAGES = ("generate", "prepare", "warm", "t1path", "train", "predict")
 
 
 @dataclass
@@ -215,6 +218,20 @@ class Bench:
         self.row("prepare warm", f"1 % new ({n_new} forgotten, {computed} recomputed)",
                  f"{r.seconds:.1f} s; peak {r.peak_mb:.0f} MiB", "≥ 20 × faster than cold", ratio)
 
+    def stage_t1path(self) -> None:
+        r = run_child([sys.executable, str(Path(__file__).resolve()), "--t1path-child", str(self.input)])
+        out = json.loads(r.stdout.strip().splitlines()[-1])
+        n, peak = out["t1_rows"], out["peak_mib"]
+        self.row("T1 path", "T1 rows / merged groups / tasks (class, regr, dropped)",
+                 f"{n} / {out['groups']} / {', '.join(map(str, out['tasks']))}")
+        self.row("T1 path", "peak RSS per step (MiB)", ", ".join(f"{k} {v:.0f}" for k, v in peak.items()))
+        top = max(peak.values())
+        per_record = (top - out["start_mib"]) * 1024 / max(n, 1)
+        self.row("T1 path", "peak RSS; per T1 record above the interpreter", f"{top:.0f} MiB; {per_record:.3f} KiB",
+                 "≤ 6 GB at 1 M (whole prepare)", f"{top / 6144:.2f} of 6 GiB")
+        self.row("T1 path", "seconds per step; CPU s",
+                 ", ".join(f"{k} {v:.1f}" for k, v in out["seconds"].items()) + f"; {out['cpu_s']:.0f}")
+
     def stage_train(self) -> None:
         if not (self.prepared / "manifest.json").exists():
             self.prepare(self.prepared, cache_fresh=True)
@@ -275,6 +292,76 @@ class Bench:
                  "no GPU on this machine; `partner-kit train/join/predict --device cuda` runs on one")
 
 
+def t1path_child(input_dir: Path) -> dict[str, Any]:
+    """Run prepare's T1 path in this process (see the module docstring), sampling RSS every 20 ms per step."""
+    import gc
+    import resource
+
+    import numpy as np
+
+    from data_prep import prepare as P
+    from data_prep.aggregate import aggregate
+    from data_prep.config import PrepConfig
+    from data_prep.io import read_inputs
+    from data_prep.losses import AssayLosses
+    from data_prep.tasks import build_tasks
+    from data_prep.validate import Rejects, assay_record_counts, validate_t0, validate_t1, validate_t2
+
+    me = psutil.Process()
+    start_mib = me.memory_info().rss / 2**20
+    step, peak, seconds, done = ["read"], {}, {}, threading.Event()
+
+    def sample() -> None:
+        while not done.is_set():
+            rss = me.memory_info().rss / 2**20
+            peak[step[0]] = max(peak.get(step[0], 0.0), rss)
+            done.wait(0.02)
+
+    def begin(name: str) -> None:
+        seconds[step[0]] = time.perf_counter() - seconds[step[0]]
+        step[0], seconds[name] = name, time.perf_counter()
+
+    threading.Thread(target=sample, daemon=True).start()
+    cpu = time.process_time()
+    seconds["read"] = time.perf_counter()
+    tables = read_inputs(input_dir)
+    t0, t1, t2 = tables["T0"], tables["T1"], tables["T2"]
+    begin("validate")
+    rejects, rules = Rejects(), PrepConfig().tasks
+    losses = AssayLosses(assay_record_counts(t1))
+    assays = validate_t0(t0, rules, rejects)
+    compounds, rejected_ids = validate_t2(t2, rejects)
+    records = validate_t1(t1, assays, compounds, rejected_ids, rejects, losses)
+    n_t1 = len(t1.frame)
+    t1.frame = t1.frame.iloc[:0]
+    P._release_freed_arrow_memory()
+    begin("rows")
+    ids = compounds["input_compound_id"].tolist()
+    rows = P._Rows([""] * len(ids), [], (np.arange(len(ids)) % 5).astype(np.int8),
+                   {c: i for i, c in enumerate(ids)}, [[c] for c in ids], [[int(r)] for r in compounds["t2_row"]], {})
+    records = P._attach_rows(records, rows, rejects, t1.label)
+    begin("aggregate")
+    groups = aggregate(records, set(assays.index[assays["is_binary"]]), rejects, t1.label)
+    begin("tasks")
+    tasks = build_tasks(groups, assays, rows.folds, rules, 5)
+    P._account_for_unused(tasks, groups, records, assays, rows, rejects, t0.label, t1.label, t2.label, losses)
+    used = int(records["used"].sum())
+    del records
+    gc.collect()
+    begin("rejects")
+    rejected = rejects.frame()
+    begin("end")
+    done.set()
+    if used + int((rejected["file"] == t1.label).sum()) != n_t1:
+        raise SystemExit("error: T1 path lost records")
+    return {"t1_rows": n_t1, "used": used, "groups": len(groups), "start_mib": start_mib,
+            "tasks": [len(tasks.class_rows), len(tasks.regr_rows), len(tasks.dropped)],
+            "peak_mib": {k: round(v, 1) for k, v in peak.items() if k != "end"},
+            "maxrss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+            "seconds": {k: round(v, 2) for k, v in seconds.items() if k != "end"},
+            "cpu_s": round(time.process_time() - cpu, 1)}
+
+
 def machine() -> str:
     return (f"{cpu_name()}, {psutil.cpu_count()} cores, {psutil.virtual_memory().total / 2**30:.0f} GiB RAM, "
             f"Python {platform.python_version()}; load average {load_average()}")
@@ -313,7 +400,11 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
     parser.add_argument("--floor-sample", type=int, default=1000, help="molecules for the RDKit floor")
     parser.add_argument("--work", type=Path, help="work directory (default: a temporary one, removed at the end)")
     parser.add_argument("--markdown", type=Path, help="also write the table as Markdown here")
+    parser.add_argument("--t1path-child", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
+    if args.t1path_child is not None:  # the t1path stage's own process (one clean RSS per measurement)
+        print(json.dumps(t1path_child(args.t1path_child)))
+        return []
     stages = [s.strip() for s in args.stages.split(",") if s.strip()]
     unknown = sorted(set(stages) - set(STAGES))
     if unknown:
@@ -327,7 +418,7 @@ def main(argv: list[str] | None = None) -> list[dict[str, Any]]:
         bench.setup()
         if args.input is None:
             bench.generate()
-        for stage in ("prepare", "warm", "train", "predict"):
+        for stage in ("prepare", "warm", "t1path", "train", "predict"):
             if stage in stages:
                 print(f"stage {stage}…", flush=True)
                 getattr(bench, f"stage_{stage}")()

@@ -92,3 +92,16 @@ def test_bench_prepare_stage_accounts_for_every_t1_row(partner: Path, tmp_path: 
     assert t1_rejected["row"].is_unique
     assert t1_rejected["reason"].str.contains("outside the credible range").any()
     assert counts["classification_tasks"] > 0 and counts["regression_tasks"] > 0
+
+
+def test_bench_t1path_stage_runs_the_streaming_path_and_accounts_for_every_record(partner: Path,
+                                                                                  tmp_path: Path) -> None:
+    """The T1-path stage (read -> validate -> aggregate -> tasks, no structures) is how the 20 M-record figure
+    is measured; its child checks that used + rejected records equal T1's rows and exits non-zero otherwise."""
+    rows = bench_scale.main(["--input", str(partner), "--stages", "t1path", "--work", str(tmp_path)])
+    figures = {(r["stage"], r["figure"]): r["value"] for r in rows}
+    with gzip.open(partner / "T1.csv.gz", "rt") as fh:
+        t1_rows = sum(1 for _ in fh) - 1
+    assert figures[("T1 path", "T1 rows / merged groups / tasks (class, regr, dropped)")].startswith(f"{t1_rows} / ")
+    steps = figures[("T1 path", "peak RSS per step (MiB)")]
+    assert all(f"{step} " in steps for step in ("read", "validate", "rows", "aggregate", "tasks"))
