@@ -290,22 +290,25 @@ class Consortium:
     superlink_address: str = ""
 
     def stop(self) -> None:
+        # The front first: partners then see a closed port (and retry) as without a front, not a TLS connection
+        # accepted and dropped while the SuperLink shuts down.
         try:
-            self.superlink.stop()
-        finally:
             if self.front is not None:
                 self.front.stop()
+        finally:
+            self.superlink.stop()
 
 
 def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127.0.0.1",
                      flwr_home: Path | None = None, tls: TlsOptions = TlsOptions(),
-                     on_plaintext: Callable[[str], None] | None = None) -> Consortium:
+                     on_plaintext: Callable[[str], None] | None = None, tls_front: bool = True) -> Consortium:
     """Start the SuperLink; with node authentication, register every admitted key (run/admitted/*.pub).
 
     With TLS, partners reach the SuperLink through `consortium.tls_front` on (host, port) and the SuperLink
     itself binds 127.0.0.1 on a free port: the front relays TLS unchanged and refuses a plaintext client with a
     line to `on_plaintext` (default: stderr), which the SuperLink alone would drop without a word.
-    With `--insecure` (loopback only) there is no front.
+    With `--insecure` (loopback only) there is no front; `tls_front=False` (benchmarks: the relay's cost) has
+    the SuperLink itself listen on (host, port).
     """
     run_dir = Path(run_dir).resolve()
     tls = tls.resolved()
@@ -313,7 +316,7 @@ def start_consortium(run_dir: Path, *, port: int | None = None, host: str = "127
     port = port or free_port()
     local = "127.0.0.1" if host in ("0.0.0.0", "::", "") else host  # the CLI talks to it from this machine
     front = None
-    if tls.insecure:
+    if tls.insecure or not tls_front:
         superlink = start_superlink(port, flwr_home, run_dir / "logs" / "superlink.log", tls, host=host)
         internal = f"{local}:{port}"
     else:

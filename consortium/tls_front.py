@@ -156,7 +156,9 @@ class TlsFront:
         try:
             await self._handle(reader, writer)
         except (OSError, asyncio.IncompleteReadError):
-            pass  # a peer reset: nothing to report
+            pass  # a peer reset, or the SuperLink gone: nothing to report
+        except asyncio.CancelledError:
+            pass  # `stop`: end quietly (asyncio's server logs a cancelled connection task as an error)
         finally:
             writer.close()
             if task is not None:
