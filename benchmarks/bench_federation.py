@@ -17,6 +17,8 @@ For every deployed mode the server side (the SuperLink and every process it star
 sampled every 0.2 s (psutil): the peak of the sum of their RSS and each process's own peak, also as a multiple
 of one float32 trunk (the issue's goal: server peak <= 4 x one trunk, no copy per partner held at once).
 `--pyspy DIR` records the ServerApp with py-spy (raw collapsed stacks, DIR/<mode>-<repeat>.txt) during the run.
+Round medians leave out each run's round 1 (it also waits for the partners to connect and start); MiB received
+per partner and round include the final evaluate message (the float32 trunk, once per run) spread over the rounds.
 With `--repeats N` the chosen modes run N times, interleaved (A B C, A B C, ...), so load that drifts during the
 benchmark spreads over every mode alike; medians are over all rounds of all repeats, and each run's load average
 is printed.
@@ -118,9 +120,11 @@ class ServerRss(threading.Thread):
             except Exception:
                 continue
             role = process_label(proc)
+            if role == "?":
+                continue
             total += rss
             by_role[role] = by_role.get(role, 0) + rss
-            if self.pyspy is not None and self.spy is None and role == "flwr-serverapp":
+            if self.pyspy is not None and self.spy is None and not self._halt.is_set() and role == "flwr-serverapp":
                 self.pyspy.parent.mkdir(parents=True, exist_ok=True)
                 self.spy = subprocess.Popen([str(PY_SPY), "record", "-p", str(proc.pid), "--subprocesses", "-f", "raw",
                                              "-o", str(self.pyspy)], stdout=subprocess.DEVNULL,
@@ -131,14 +135,17 @@ class ServerRss(threading.Thread):
             self.peak_by_role[role] = max(self.peak_by_role.get(role, 0), rss)
 
     def stop(self) -> dict:
+        """Stop sampling (idempotent); wait for py-spy to write its file; the peaks."""
         self._halt.set()
-        self.join(timeout=5)
+        if self.is_alive():
+            self.join(timeout=5)
         if self.spy is not None:  # py-spy ends with the ServerApp; give it time to write its file
             try:
                 self.spy.wait(timeout=60)
             except subprocess.TimeoutExpired:
                 self.spy.send_signal(signal.SIGINT)
                 self.spy.wait(timeout=30)
+            self.spy = None
         return {"server_peak_rss": self.peak_total, "server_peak_rss_by_process": dict(self.peak_by_role),
                 "rss_samples": self.samples}
 
@@ -284,8 +291,11 @@ def main() -> None:
     results = []
     for mode, _ in modes:  # one row per mode: every round of every repeat
         mine = [r for r in runs if r["mode"] == mode]
+        skip = 1 if args.rounds > 1 else 0  # round 1 also waits for the partners to connect and start up
         results.append({**mine[0], "round_seconds": [x for r in mine for x in r["round_seconds"]],
                         "slowest_partner": [x for r in mine for x in r["slowest_partner"]],
+                        "steady_round_seconds": [x for r in mine for x in r["round_seconds"][skip:]],
+                        "steady_slowest_partner": [x for r in mine for x in r["slowest_partner"][skip:]],
                         "wall": sum(r["wall"] for r in mine),
                         "server_peak_rss": max((r.get("server_peak_rss", 0) for r in mine), default=0),
                         "server_peak_rss_by_process": {k: max(r.get("server_peak_rss_by_process", {}).get(k, 0)
@@ -305,9 +315,8 @@ def main() -> None:
     print(header)
     print("-" * len(header))
     for r in results:
-        rounds = r["round_seconds"]
-        med = statistics.median(rounds)
-        slow = statistics.median(r["slowest_partner"])
+        med = statistics.median(r["steady_round_seconds"])
+        slow = statistics.median(r["steady_slowest_partner"])
         if r["mode"] == "embedded":
             target, note = None, "(partners run one after another)"
         elif r["mode"] == "deployed-cold":
@@ -338,7 +347,8 @@ def main() -> None:
         per = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(r["server_peak_rss_by_process"].items()))
         print(f"  {r['mode']:<21} {r['server_peak_rss'] / 2**20:>7.0f} MiB = {r['server_peak_rss'] / trunk_bytes:.2f}"
               f" x trunk (per process peak MiB: {per})")
-    print("\nratio = round time / target (<= 1 meets the target). Per-round times:")
+    print("\nratio = round time / target (<= 1 meets the target); medians leave out each run's round 1 (it also "
+          "waits for the partners to connect and start). Per-round times:")
     for r in results:
         print(f"  {r['mode']:<21} rounds {[round(x, 1) for x in r['round_seconds']]}, slowest partner "
               f"{[round(x, 1) for x in r['slowest_partner']]}, total {r['wall']:.0f} s, load before -> after "
