@@ -266,7 +266,7 @@ class FederatedPartner:
                          "seconds_restore_score": round(scored - started, 4),
                          "seconds_train": round(trained - scored, 4),
                          "seconds_total": round(time.perf_counter() - started, 4)})
-        return [trunk[n].astype(dtype) for n in trunk_shapes(self.plan)], t.n_train, float(loss)
+        return [trunk[n].astype(dtype, copy=False) for n in trunk_shapes(self.plan)], t.n_train, float(loss)
 
     def warm_up_heads(self, seed: int) -> None:
         """Train the fresh heads alone on the consortium's initial trunk (private, before the first update).
