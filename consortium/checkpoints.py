@@ -27,12 +27,14 @@ def checkpoint_path(run_dir: str | Path, round: int) -> Path:
 
 
 def save_checkpoint(run_dir: str | Path, round: int, trunk: dict[str, np.ndarray], plan: Plan, *,
-                    ledger_head: str | None = None, ledger_lines: int | None = None) -> Path:
+                    ledger_head: str | None = None, ledger_lines: int | None = None,
+                    sha256: str | None = None) -> Path:
     """`ledger_head`/`ledger_lines`: the ledger's last line hash and line count once this round is recorded
-    (`consortium.ledger.verify_run` holds the ledger to them, so a truncated or rewritten ledger shows)."""
+    (`consortium.ledger.verify_run` holds the ledger to them, so a truncated or rewritten ledger shows).
+    `sha256`: the trunk's `trunk_sha256` when the caller has it already (a 64 M trunk is not hashed twice)."""
     path = checkpoint_path(run_dir, round)
     tensors = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in trunk.items()}
-    meta = {"round": str(int(round)), "plan_hash": plan.hash, "trunk_sha256": trunk_sha256(tensors)}
+    meta = {"round": str(int(round)), "plan_hash": plan.hash, "trunk_sha256": sha256 or trunk_sha256(tensors)}
     if ledger_head is not None:
         meta |= {"ledger_head": ledger_head, "ledger_lines": str(int(ledger_lines or 0))}
     return write_atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=meta))

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from flwr.app import Context, Message, RecordDict
+from flwr.app import Array, Context, Message, RecordDict
 from flwr.common import GetPropertiesIns
 from flwr.common.constant import MessageTypeLegacy
 from flwr.compat.common.recorddict_compat import getpropertiesins_to_recorddict
@@ -133,13 +133,14 @@ class RunRecorder:
     def on_round(self, result: RoundResult) -> None:
         # The line first (not written), its hash into the checkpoint, then the line: the newest checkpoint
         # always names the ledger head, so a truncated or rewritten ledger is caught (`verify_run`).
+        sha = trunk_sha256(result.trunk)  # once: the ledger line and the checkpoint's metadata
         entry = self.ledger.next_entry(
             round=result.round, plan_hash=self.s.plan.hash, node_ids=[u.node_id for u in result.updates],
             examples=[u.examples for u in result.updates], losses=[u.loss for u in result.updates],
-            trunk_sha256=trunk_sha256(result.trunk), refused=[*self._refused_now, *result.refused],
+            trunk_sha256=sha, refused=[*self._refused_now, *result.refused],
             dp_epsilon=result.dp_epsilon,
         )
-        save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan,
+        save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan, sha256=sha,
                         ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
         self.ledger.write(entry)
         if self.s.keep_checkpoints > 0:
@@ -195,7 +196,7 @@ class GuardedGrid(Grid):
         return ids
 
     def push_messages(self, messages: Iterable[Message]) -> Iterable[str]:
-        return self.inner.push_messages(messages)
+        return self.inner.push_messages(share_arrays(messages))
 
     def pull_messages(self, message_ids: Iterable[str]) -> Iterable[Message]:
         return refuse_invalid(self.inner.pull_messages(message_ids), self.plan, self.recorder.on_refused,
@@ -207,7 +208,7 @@ class GuardedGrid(Grid):
         Flower's own loop sleeps 3 s between pulls, an average 1.5 s added to every round trip (a SecAgg+
         round has four); a pull is one cheap call to our own SuperLink, so we ask more often.
         """
-        pending = set(self.inner.push_messages(messages))
+        pending = set(self.inner.push_messages(share_arrays(messages)))
         deadline = None if timeout is None else time.monotonic() + timeout
         replies: list[Message] = []
         while pending:
@@ -218,6 +219,24 @@ class GuardedGrid(Grid):
                 break
             time.sleep(REPLY_POLL_S)
         return refuse_invalid(replies, self.plan, self.recorder.on_refused, self.admission)
+
+
+def share_arrays(messages: Iterable[Message]) -> list[Message]:
+    """The messages, with arrays that carry the same payload object (the one trunk every partner is sent) made
+    one `Array` object: Flower then slices, hashes and serializes that trunk once per round, not once per
+    partner (each id is a SHA-256 of 256 MiB at 32000 x 2000). What is sent does not change."""
+    messages = list(messages)
+    seen: dict[tuple[int, str, tuple[int, ...], str], Array] = {}  # holds each payload, so its id stays unique
+    for msg in messages:
+        if not msg.has_content():
+            continue
+        for record in msg.content.array_records.values():
+            for key, arr in list(record.items()):
+                if isinstance(arr.data, bytes):
+                    first = seen.setdefault((id(arr.data), arr.dtype, tuple(arr.shape), arr.stype), arr)
+                    if first is not arr:
+                        record[key] = first
+    return messages
 
 
 def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str, Any]:

@@ -11,6 +11,7 @@ reaches aggregation.
 from __future__ import annotations
 
 import hashlib
+import io
 import logging
 import math
 from collections.abc import Callable, Iterable
@@ -83,30 +84,48 @@ def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list
     """Example-weighted mean per array, accumulated in float64 and returned as float32.
 
     Inputs are sorted by (weight, content hash) first, so the result does not depend on reply order
-    (or on Flower's random node ids) down to the last bit.
+    (or on Flower's random node ids) down to the last bit; the hash only breaks ties, so it is computed only
+    for partners with equal weights. The float64 sums run over blocks of `AVERAGE_BLOCK` elements: the
+    accumulator's memory is two blocks, not two float64 copies of the largest array (4 x a float32 trunk at
+    32000 x 2000), and each element gets exactly the same operations in the same order.
     """
     if not arrays:
         raise ValueError("nothing to average")
     if any(w <= 0 for w in weights):
         raise ValueError(f"example counts must be positive, got {weights}")
-    keyed = sorted(zip(weights, arrays, strict=True), key=lambda wa: (wa[0], _content_hash(wa[1])))
+    tied = {w for w in weights if weights.count(w) > 1}
+    keyed = sorted(zip(weights, arrays, strict=True),
+                   key=lambda wa: (wa[0], _content_hash(wa[1]) if wa[0] in tied else ""))
     total = float(sum(weights))
     out = []
     for i in range(len(arrays[0])):
-        acc = np.zeros(arrays[0][i].shape, dtype=np.float64)
-        term = np.empty_like(acc)  # one reused float64 buffer: no two fresh temporaries per partner and array
-        for w, arrs in keyed:
-            np.multiply(arrs[i], w / total, out=term, dtype=np.float64)
-            acc += term
-        out.append(acc.astype(np.float32))
+        result = np.empty(arrays[0][i].shape, dtype=np.float32)
+        flat_out = result.reshape(-1)
+        flats = [(w / total, np.asarray(arrs[i]).reshape(-1)) for w, arrs in keyed]
+        size = flat_out.size
+        acc = np.empty(min(size, AVERAGE_BLOCK), dtype=np.float64)
+        term = np.empty_like(acc)  # reused for every partner and block: no fresh temporaries
+        for start in range(0, size, AVERAGE_BLOCK):
+            stop = min(start + AVERAGE_BLOCK, size)
+            a, t = acc[:stop - start], term[:stop - start]
+            a.fill(0.0)
+            for share, flat in flats:
+                np.multiply(flat[start:stop], share, out=t, dtype=np.float64)
+                a += t
+            flat_out[start:stop] = a  # float64 -> float32, rounded as astype rounds
+        out.append(result)
     return out
+
+
+#: Elements per float64 block in `weighted_average` (8 MiB per buffer).
+AVERAGE_BLOCK = 1 << 20
 
 
 def _content_hash(arrays: list[np.ndarray]) -> str:
     """sha256 of the arrays' bytes in order (the same digest as of their concatenation, without building it)."""
     h = hashlib.sha256()
     for a in arrays:
-        h.update(memoryview(np.ascontiguousarray(a)).cast("B"))
+        h.update(memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B"))  # 1-d: empty arrays cast too
     return h.hexdigest()
 
 
@@ -183,11 +202,37 @@ def check_loss(value: object, what: str = "loss") -> float:
     return float(value)
 
 
-def _decode(blobs: list[bytes]) -> list[np.ndarray]:
-    from flwr.common import bytes_to_ndarray  # np.load(allow_pickle=False) under the hood
+def npy_view(blob: bytes) -> np.ndarray:
+    """The array in a `.npy` payload (Flower's legacy array encoding) as a read-only view of its bytes.
 
+    What `np.load(allow_pickle=False)` returns, without copying: a partner's 256 MiB trunk reply is read in
+    place instead of held twice. Object dtypes (pickles) and short payloads raise ValueError as np.load does.
+    """
+    fh = io.BytesIO(blob)
+    version = np.lib.format.read_magic(fh)
+    if version == (1, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_1_0(fh)
+    elif version == (2, 0):
+        shape, fortran, dtype = np.lib.format.read_array_header_2_0(fh)
+    else:  # version 3 (utf-8 field names) never holds a plain float array
+        raise ValueError(f"unsupported .npy version {version}")
+    if dtype.hasobject:
+        raise ValueError("object arrays cannot be loaded when allow_pickle=False")
+    count = math.prod(shape)
+    if len(blob) - fh.tell() < count * dtype.itemsize:
+        raise ValueError(f"payload holds {len(blob) - fh.tell()} bytes, the header says {count * dtype.itemsize}")
+    flat = np.frombuffer(blob, dtype=dtype, count=count, offset=fh.tell())
+    return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def parameters_to_views(parameters: Parameters) -> list[np.ndarray]:
+    """`flwr.common.parameters_to_ndarrays` without the copies: read-only views (`npy_view`)."""
+    return [npy_view(t) for t in parameters.tensors]
+
+
+def _decode(blobs: list[bytes]) -> list[np.ndarray]:
     try:
-        return [bytes_to_ndarray(b) for b in blobs]
+        return [npy_view(b) for b in blobs]
     except ValueError as exc:
         raise ReplyRefused(f"an array could not be read as a plain numpy array ({exc})") from None
 
@@ -358,10 +403,10 @@ class TrunkFedAvg(FedAvg):
     def configure_fit(self, server_round: int, parameters: Parameters,
                       client_manager: ClientManager) -> list[tuple[ClientProxy, FitIns]]:
         rnd = server_round + self.offset
-        self.sent = parameters_to_ndarrays(parameters)
-        parameters = ndarrays_to_parameters(
-            [a.astype(WIRE_DTYPES[self.plan.federation.wire_dtype]) for a in self.sent]
-        )
+        self.sent = parameters_to_views(parameters)  # views of the round's trunk bytes, which Flower holds anyway
+        wire = WIRE_DTYPES[self.plan.federation.wire_dtype]
+        if any(a.dtype != wire for a in self.sent):  # float16 wire: cast; float32: the same bytes go out
+            parameters = ndarrays_to_parameters([a.astype(wire) for a in self.sent])
         fit_ins = FitIns(parameters, self.round_config(rnd))
         clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_fit_clients),
                                         min_num_clients=self.min_available_clients)
@@ -395,7 +440,7 @@ class TrunkFedAvg(FedAvg):
                 loss = check_loss(res.metrics.get("loss"))
                 arrays = None
                 if not secagg:
-                    arrays = parameters_to_ndarrays(res.parameters)
+                    arrays = _decode(res.parameters.tensors)  # views of the reply's bytes, not copies
                     check_trunk(arrays, self.plan)
                     check_update(arrays, self.sent, self.plan)
                     check_clipped(arrays, self.sent, self.plan)
