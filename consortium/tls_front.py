@@ -77,6 +77,8 @@ class TlsFront:
         self.status_file = Path(status_file) if status_file is not None else None
         self.refused = 0
         self.relayed = 0
+        self.bytes_relayed = 0  # both directions
+        self.cpu_seconds = 0.0  # the relay thread's own CPU time, once stopped (what the front costs)
         self.last_refused: dict[str, Any] = {}
         self._reported: dict[str, tuple[float, int]] = {}  # peer address -> (last line, refusals since)
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -98,6 +100,7 @@ class TlsFront:
                                                                               limit=CHUNK))
             ready.set()
             self._loop.run_forever()
+            self.cpu_seconds = time.thread_time()
 
         self._thread = threading.Thread(target=run, name="tls-front", daemon=True)
         self._thread.start()
@@ -193,7 +196,8 @@ class TlsFront:
                 with contextlib.suppress(OSError):
                     w.get_extra_info("socket").setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
             up_writer.write(head)
-            pumps = [asyncio.create_task(_pump(reader, up_writer)), asyncio.create_task(_pump(up_reader, writer))]
+            pumps = [asyncio.create_task(self._pump(reader, up_writer)),
+                     asyncio.create_task(self._pump(up_reader, writer))]
             try:
                 await asyncio.wait(pumps, return_when=asyncio.FIRST_COMPLETED)  # either side closed: close both
             finally:
@@ -202,6 +206,14 @@ class TlsFront:
                 await asyncio.gather(*pumps, return_exceptions=True)
         finally:
             up_writer.close()
+
+    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+        """Copy until EOF; `drain` waits while the other side's write buffer is full (back-pressure)."""
+        with contextlib.suppress(OSError, asyncio.IncompleteReadError):
+            while data := await src.read(CHUNK):
+                dst.write(data)
+                self.bytes_relayed += len(data)
+                await dst.drain()
 
     # --- reporting --------------------------------------------------------------------------------------------
     def _refuse(self, peer: str, head: bytes) -> None:
@@ -225,21 +237,14 @@ class TlsFront:
 
     def summary(self) -> dict[str, Any]:
         return {"plaintext_refused": self.refused, "last_plaintext_refused": self.last_refused,
-                "tls_relayed": self.relayed, "listen": f"{self.host}:{self.port}"}
+                "tls_relayed": self.relayed, "bytes_relayed": self.bytes_relayed,
+                "relay_cpu_seconds": round(self.cpu_seconds, 3), "listen": f"{self.host}:{self.port}"}
 
     def _flush(self) -> None:
         self._flush_pending = False
         if self.status_file is not None:
             with contextlib.suppress(OSError):
                 write_text_atomic(self.status_file, json.dumps(self.summary(), indent=2) + "\n")
-
-
-async def _pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-    """Copy until EOF; `drain` waits while the other side's write buffer is full (back-pressure)."""
-    with contextlib.suppress(OSError, asyncio.IncompleteReadError):
-        while data := await src.read(CHUNK):
-            dst.write(data)
-            await dst.drain()
 
 
 def read_front_status(run_dir: Path) -> dict[str, Any]:

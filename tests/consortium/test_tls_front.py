@@ -94,6 +94,7 @@ def test_tls_is_relayed_end_to_end_byte_for_byte_and_verified_against_the_ca(set
         sender.join()
     assert echo.closed.wait(10)  # the client closed: the front closed its leg to the server too
     assert lines == [] and front.refused == 0 and front.relayed == 1
+    assert front.bytes_relayed > 2 * len(payload)  # both ways, plus TLS framing: ciphertext, never decrypted
 
 
 @pytest.mark.parametrize("first", [b"POST /v1/fleet/create-node HTTP/1.1\r\nHost: x\r\n\r\n",
