@@ -16,7 +16,7 @@ For 3 toxcast-6 partners prepared with one plan, runs the same rounds
 For every deployed mode the server side (the SuperLink and every process it starts: SuperExec, ServerApp) is
 sampled every 0.2 s (psutil): the peak of the sum of their RSS and each process's own peak, also as a multiple
 of one float32 trunk (the issue's goal: server peak <= 4 x one trunk, no copy per partner held at once).
-`--pyspy DIR` records the ServerApp with py-spy (raw collapsed stacks, DIR/<mode>-<repeat>.txt) during the run.
+`--pyspy DIR` records the ServerApp with py-spy (raw collapsed stacks, DIR/<mode>-1.txt) in the first repeat.
 Round medians leave out each run's round 1 (it also waits for the partners to connect and start); MiB received
 per partner and round include the final evaluate message (the float32 trunk, once per run) spread over the rounds.
 With `--repeats N` the chosen modes run N times, interleaved (A B C, A B C, ...), so load that drifts during the
@@ -282,12 +282,14 @@ def main() -> None:
         for mode, _ in modes:
             p, p_path, prep, reference = setups[mode]
             print(f"running {mode} (repeat {rep_i + 1}/{args.repeats}) ...", flush=True)
-            spy = None if args.pyspy is None or mode == "embedded" else args.pyspy / f"{mode}-{rep_i + 1}.txt"
+            spy = (None if args.pyspy is None or mode == "embedded" or rep_i > 0  # profile once: py-spy slows it
+                   else args.pyspy / f"{mode}-{rep_i + 1}.txt")
             runs.append(run_mode(mode, p, p_path, prep, work, args.rounds, reference, pyspy=spy))
             peak = runs[-1].get("server_peak_rss")
             print(f"  rounds {[round(x, 1) for x in runs[-1]['round_seconds']]} s, load "
                   f"{runs[-1]['load_before']:.1f} -> {runs[-1]['load_after']:.1f}"
                   + (f", server peak RSS {peak / 2**20:.0f} MiB" if peak else ""), flush=True)
+            (work / "bench_federation.partial.json").write_text(json.dumps({"runs": runs}, indent=2))  # if stopped
     results = []
     for mode, _ in modes:  # one row per mode: every round of every repeat
         mine = [r for r in runs if r["mode"] == mode]
