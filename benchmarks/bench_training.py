@@ -495,6 +495,8 @@ def main() -> None:
                             cmd += ["--threads", str(args.threads)]
                         peak = run_tree(cmd)
                         result = {**json.loads(result_path.read_text()), **peak}
+                    result["load_after"] = load_average()
+                    result_path.write_text(json.dumps(result))  # with its memory peaks: a run survives a stop
                     runs[variant].append(result)
             first = {v: r[0] for v, r in runs.items()}
             tasks = common_tasks({f"{v}{i}": run for v, rs in runs.items() for i, run in enumerate(rs)})
