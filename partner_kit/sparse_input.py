@@ -121,10 +121,10 @@ class LazyAdam(torch.optim.Optimizer):
 
     `fused` (default: on for CPU tensors) runs the exact per-row update as torch's fused Adam kernel over views
     of the present rows (each row its own tensor with its own step count), so m, v and the weight row are read
-    and written once, in place: ~3x faster than the gathered path at a few thousand rows per step. The gathered
-    path (index_select -> update the block -> index_copy_ back) serves catch-up, other devices, and
-    `fused=False`; both give the same weights up to float rounding. An execution choice, not part of the
-    optimizer's saved state.
+    and written once, in place: about 2x faster than the gathered path on a batch touching 7,500 of 32,000
+    rows (the per-row views it keeps cost ~0.6 kB each, ~75 MB for that table). The gathered path
+    (index_select -> update the block -> index_copy_ back) serves catch-up, other devices, and `fused=False`;
+    both give the same weights up to float rounding. An execution choice, not part of the saved state.
     """
 
     def __init__(self, params, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
@@ -171,6 +171,9 @@ class LazyAdam(torch.optim.Optimizer):
         if n == 0:
             return
         beta1, beta2 = group["betas"]
+        for key in ("exp_avg", "exp_avg_sq"):  # the kernel walks raw rows; a loaded state may be strided
+            if not state[key].is_contiguous():
+                state[key] = state[key].contiguous()
         row_step = state["row_step"]
         row_step.index_add_(0, rows, torch.ones((), dtype=row_step.dtype, device=row_step.device).expand(n))
         weights, exp_avg, exp_avg_sq, steps = self._row_views(p, state)
