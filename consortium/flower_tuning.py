@@ -91,6 +91,53 @@ def cache_config_record_deflate() -> None:
     ConfigRecord.deflate = deflate  # type: ignore[method-assign]
 
 
+def inflate_arrays_in_one_copy() -> None:
+    """Rebuild a received array from its chunks with one copy instead of three (this process).
+
+    Flower 1.42 copies each 5 MB chunk's body out of the pulled object, appends the chunks to a bytearray and
+    copies that into bytes: three copies of every received trunk (py-spy: ~45 % of the ServerApp's busy time
+    at a 64 M-parameter trunk, three partners). Here a chunk keeps a view of its pulled object and the array
+    joins the views straight into its bytes. Same bytes, same checks (object type, children), fewer copies.
+    """
+    from flwr.app.message.array import Array
+    from flwr.app.message.arraychunk import ArrayChunk
+    from flwr.supercore.constant import HEAD_BODY_DIVIDER
+    from flwr.supercore.inflatable.inflatable_object import get_object_type_from_object_content
+
+    if getattr(Array.inflate, "one_copy", False):
+        return
+    original = Array.inflate.__func__
+
+    def chunk_inflate(cls: type, object_content: bytes, children: dict | None = None) -> ArrayChunk:
+        if children:
+            raise ValueError("`ArrayChunk` objects do not have children.")
+        object_type = get_object_type_from_object_content(object_content)
+        if object_type != cls.__qualname__:
+            raise ValueError(f"Class name ({cls.__qualname__}) and object type ({object_type}) do not match.")
+        start = object_content.find(HEAD_BODY_DIVIDER) + len(HEAD_BODY_DIVIDER)
+        return cls(data=memoryview(object_content)[start:])
+
+    def array_inflate(cls: type, object_content: bytes, children: dict | None = None) -> Array:
+        # Flower's own inflate with empty chunks checks the metadata and the children; then one join.
+        chunks = children or {}
+        array = original(cls, object_content, {k: ArrayChunk(memoryview(b"")) for k in chunks})
+        import json
+
+        from flwr.supercore.inflatable.inflatable_object import (
+            get_object_body,
+            get_object_children_ids_from_object_content,
+        )
+
+        ids = get_object_children_ids_from_object_content(object_content)
+        order = json.loads(get_object_body(object_content, cls).decode("utf-8"))["arraychunk_ids"]
+        array.data = b"".join(chunks[ids[i]].data for i in order)
+        return array
+
+    ArrayChunk.inflate = classmethod(chunk_inflate)  # type: ignore[method-assign,assignment]
+    array_inflate.one_copy = True  # type: ignore[attr-defined]
+    Array.inflate = classmethod(array_inflate)  # type: ignore[method-assign,assignment]
+
+
 def _value_key(value: Any) -> Any:
     if isinstance(value, bytes):
         return ("bytes", id(value), len(value))

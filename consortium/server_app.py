@@ -30,7 +30,11 @@ from flwr.supercore.run import Run
 
 from consortium.admission import Admission, AdmissionRefused
 from consortium.checkpoints import checkpoint_path, list_checkpoints, load_checkpoint, save_checkpoint
-from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
+from consortium.flower_tuning import (
+    cache_config_record_deflate,
+    inflate_arrays_in_one_copy,
+    shorten_object_pull_backoff,
+)
 from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
 from consortium.plan import Plan
 from consortium.processes import set_parent_death_signal
@@ -339,4 +343,5 @@ def main(grid: Grid, context: Context) -> None:
     set_parent_death_signal()  # stop with Flower's SuperExec (and so with `consortium serve`), even on SIGKILL
     shorten_object_pull_backoff()  # replies are fetched as soon as their upload ends, not up to 1 s later
     cache_config_record_deflate()
+    inflate_arrays_in_one_copy()  # each partner's reply rebuilt with one copy, not three
     run_server(grid, context, settings_from_run_config(dict(context.run_config)))

@@ -199,3 +199,37 @@ def test_aggregate_fit_from_views_equals_the_average_of_the_decoded_replies():
     got = [np.load(io.BytesIO(t), allow_pickle=False) for t in params.tensors]
     assert [g.tobytes() for g in got] == [w.tobytes() for w in want]
     assert list(seen[0].trunk) == list(trunk_shapes(plan))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_arrays_inflate_in_one_copy_to_the_bytes_flower_builds(monkeypatch, server_identity, dtype):
+    from flwr.app import Array, ArrayRecord, RecordDict
+    from flwr.app.message import array as array_mod
+    from flwr.app.message.arraychunk import ArrayChunk
+    from flwr.supercore.inflatable.inflatable_object import get_all_nested_objects
+    from flwr.supercore.inflatable.inflatable_utils import inflate_object_from_contents
+
+    from consortium.flower_tuning import inflate_arrays_in_one_copy
+    from consortium.strategy import parameters_to_views
+
+    for cls in (Array, ArrayChunk):  # restored after the test
+        monkeypatch.setattr(cls, "inflate", cls.__dict__["inflate"])
+    monkeypatch.setattr(array_mod, "FLWR_PRIVATE_MAX_ARRAY_CHUNK_SIZE", 1000)  # many chunks, some repeated
+    values = np.concatenate([np.zeros(3000), np.arange(2500) / 7, np.zeros(1000)]).astype(dtype)
+    params = ndarrays_to_parameters([values, values[:7].reshape(7, 1)])
+    msg = Message(RecordDict({"p": ArrayRecord({str(i): Array(data=t, dtype="", stype="numpy.ndarray", shape=())
+                                                for i, t in enumerate(params.tensors)})}), 1, "train", group_id="1")
+
+    def received() -> list[bytes]:
+        contents = {oid: obj.deflate() for oid, obj in get_all_nested_objects(msg).items()}
+        back = inflate_object_from_contents(msg.object_id, contents)
+        return [a.data for a in back.content.array_records["p"].values()]
+
+    plain = received()
+    assert plain == params.tensors
+    inflate_arrays_in_one_copy()
+    inflate_arrays_in_one_copy()  # twice is once
+    assert getattr(Array.inflate, "one_copy", False)
+    assert received() == plain
+    assert np.array_equal(parameters_to_views(type(params)(received(), "numpy.ndarray"))[0], values)
+
