@@ -26,7 +26,6 @@ from flwr.common import (
     FitRes,
     Parameters,
     Scalar,
-    ndarrays_to_parameters,
     parameters_to_ndarrays,
 )
 from flwr.server.client_manager import ClientManager
@@ -141,8 +140,17 @@ def check_trunk(arrays: list[np.ndarray], plan: Plan, dtypes: Iterable[np.dtype]
             raise ReplyRefused(f"array for {name} has shape {tuple(arr.shape)}, the plan says {shape}")
         if arr.dtype not in allowed:
             raise ReplyRefused(f"array for {name} is {arr.dtype}, expected {sorted(map(str, allowed))}")
-        if not np.isfinite(arr).all():
+        if not _all_finite(arr):
             raise ReplyRefused(f"array for {name} holds NaN or infinite values")
+
+
+#: Elements per block in the reply checks: their temporaries stay a few MiB whatever the trunk size.
+CHECK_BLOCK = 1 << 20
+
+
+def _all_finite(arr: np.ndarray) -> bool:
+    flat = np.asarray(arr).reshape(-1)
+    return all(bool(np.isfinite(flat[i:i + CHECK_BLOCK]).all()) for i in range(0, flat.size, CHECK_BLOCK))
 
 
 def check_update(arrays: list[np.ndarray], sent: list[np.ndarray], plan: Plan) -> None:
@@ -152,13 +160,18 @@ def check_update(arrays: list[np.ndarray], sent: list[np.ndarray], plan: Plan) -
     """
     delta = 0.0
     base = 0.0
+    diff = np.empty(CHECK_BLOCK, dtype=np.float32)
     with np.errstate(over="ignore", invalid="ignore"):  # an overflow is an infinite norm: refused below
         for arr, ref in zip(arrays, sent, strict=True):
-            ref32 = np.asarray(ref, dtype=np.float32).ravel()
-            diff = np.asarray(arr, dtype=np.float32).ravel() - ref32
-            # float32 BLAS dots: no float64 copy of a 32000 x 2000 trunk; precision is ample for a bound.
-            delta += float(np.dot(diff, diff))
-            base += float(np.dot(ref32, ref32))
+            new, old = np.asarray(arr).reshape(-1), np.asarray(ref).reshape(-1)
+            # float32 BLAS dots over blocks: no full-size difference (or float32 copy of a float16 reply) of a
+            # 32000 x 2000 trunk; precision is ample for a bound.
+            for start in range(0, new.size, CHECK_BLOCK):
+                ref32 = old[start:start + CHECK_BLOCK].astype(np.float32, copy=False)
+                d = diff[:ref32.size]
+                np.subtract(new[start:start + CHECK_BLOCK], ref32, out=d, dtype=np.float32)
+                delta += float(np.dot(d, d))
+                base += float(np.dot(ref32, ref32))
     bound = plan.federation.max_update_norm * max(math.sqrt(base), 1.0)
     norm = math.sqrt(delta) if math.isfinite(delta) else math.inf
     if not norm <= bound:
@@ -223,6 +236,26 @@ def npy_view(blob: bytes) -> np.ndarray:
         raise ValueError(f"payload holds {len(blob) - fh.tell()} bytes, the header says {count * dtype.itemsize}")
     flat = np.frombuffer(blob, dtype=dtype, count=count, offset=fh.tell())
     return flat.reshape(shape, order="F" if fortran else "C")
+
+
+def npy_bytes(arr: np.ndarray) -> bytes:
+    """`np.save`'s bytes of `arr`, built in one allocation (Flower's `ndarray_to_bytes` grows a BytesIO and then
+    copies it out: two 256 MiB copies of the aggregated trunk each round)."""
+    from flwr.common import ndarray_to_bytes
+
+    if arr.ndim == 0 or not arr.flags.c_contiguous or arr.dtype.hasobject:
+        return ndarray_to_bytes(arr)
+    head = io.BytesIO()
+    try:
+        np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
+    except ValueError:  # a header too long for format 1.0: np.save picks the version
+        return ndarray_to_bytes(arr)
+    return b"".join([head.getvalue(), memoryview(arr.reshape(-1)).cast("B")])
+
+
+def arrays_to_parameters(arrays: list[np.ndarray]) -> Parameters:
+    """`flwr.common.ndarrays_to_parameters` with one copy per array (`npy_bytes`); the same bytes."""
+    return Parameters(tensors=[npy_bytes(a) for a in arrays], tensor_type="numpy.ndarray")
 
 
 def parameters_to_views(parameters: Parameters) -> list[np.ndarray]:
@@ -375,7 +408,7 @@ class TrunkFedAvg(FedAvg):
         super().__init__(
             fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
             min_available_clients=n, accept_failures=True,
-            initial_parameters=ndarrays_to_parameters(to_list(plan, initial_trunk)),
+            initial_parameters=arrays_to_parameters(to_list(plan, initial_trunk)),
         )
         self.plan = plan
         self.seed = int(plan.training.seed if seed is None else seed)
@@ -406,7 +439,7 @@ class TrunkFedAvg(FedAvg):
         self.sent = parameters_to_views(parameters)  # views of the round's trunk bytes, which Flower holds anyway
         wire = WIRE_DTYPES[self.plan.federation.wire_dtype]
         if any(a.dtype != wire for a in self.sent):  # float16 wire: cast; float32: the same bytes go out
-            parameters = ndarrays_to_parameters([a.astype(wire) for a in self.sent])
+            parameters = arrays_to_parameters([a.astype(wire) for a in self.sent])
         fit_ins = FitIns(parameters, self.round_config(rnd))
         clients = client_manager.sample(num_clients=max(client_manager.num_available(), self.min_fit_clients),
                                         min_num_clients=self.min_available_clients)
@@ -472,7 +505,7 @@ class TrunkFedAvg(FedAvg):
             self.on_round(RoundResult(rnd, to_dict(self.plan, averaged), updates, refused, failed, dp_epsilon, dp_std))
         total = sum(u.examples for u in updates)
         loss = sum(u.examples * u.loss for u in updates) / total
-        return ndarrays_to_parameters(averaged), {"loss": float(loss), "partners": len(updates)}
+        return arrays_to_parameters(averaged), {"loss": float(loss), "partners": len(updates)}
 
     def privatize(self, averaged: list[np.ndarray], updates: list[PartnerUpdate], rnd: int
                   ) -> tuple[list[np.ndarray], float, float]:

@@ -233,3 +233,43 @@ def test_arrays_inflate_in_one_copy_to_the_bytes_flower_builds(monkeypatch, serv
     assert received() == plain
     assert np.array_equal(parameters_to_views(type(params)(received(), "numpy.ndarray"))[0], values)
 
+
+
+@pytest.mark.parametrize("array", [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.arange(6, dtype=np.float16).reshape(2, 3),
+    np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+    np.zeros((0, 5), np.float32),
+    np.array(2.5, np.float32),
+    np.arange(10, dtype=np.float32)[::2],
+])
+def test_npy_bytes_are_the_bytes_np_save_writes(array):
+    from flwr.common import ndarray_to_bytes
+
+    from consortium.strategy import npy_bytes
+
+    assert npy_bytes(array) == ndarray_to_bytes(array) == _npy(array)
+
+
+def test_blocked_reply_checks_find_what_whole_array_checks_find(monkeypatch):
+    from consortium.strategy import check_trunk, check_update
+
+    monkeypatch.setattr(strategy_mod, "CHECK_BLOCK", 5)
+    plan = tiny_plan()
+    sent = list(initial_trunk(plan, 0).values())
+    bad = [a.copy() for a in sent]
+    bad[0].reshape(-1)[-1] = np.nan  # in the ragged last block
+    with pytest.raises(ReplyRefused, match="NaN"):
+        check_trunk(bad, plan)
+    check_trunk(sent, plan)
+    # the norm bound: the blocked sums agree with the whole-array norm to float32 rounding
+    bound = plan.federation.max_update_norm * max(np.sqrt(sum(float(np.dot(r.ravel(), r.ravel())) for r in sent)), 1.0)
+    direction = [np.ones_like(a) for a in sent]
+    unit = np.sqrt(sum(d.size for d in direction))
+    near = [a + d * np.float32(0.98 * bound / unit) for a, d in zip(sent, direction, strict=True)]
+    far = [a + d * np.float32(1.02 * bound / unit) for a, d in zip(sent, direction, strict=True)]
+    check_update(near, sent, plan)
+    with pytest.raises(ReplyRefused, match="max_update_norm"):
+        check_update(far, sent, plan)
+    half = with_federation(plan, wire_dtype="float16")
+    check_update([a.astype(np.float16) for a in near], sent, half)  # a float16 reply against the float32 trunk
