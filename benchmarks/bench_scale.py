@@ -318,6 +318,8 @@ def t1path_child(input_dir: Path) -> dict[str, Any]:
             done.wait(0.02)
 
     def begin(name: str) -> None:
+        rss = me.memory_info().rss / 2**20  # a step shorter than the sampling period still gets its figure
+        peak[step[0]] = max(peak.get(step[0], 0.0), rss)
         seconds[step[0]] = time.perf_counter() - seconds[step[0]]
         step[0], seconds[name] = name, time.perf_counter()
 
