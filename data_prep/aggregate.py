@@ -62,7 +62,8 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     censor = records["censor"].to_numpy()
     n = len(records)
     row_span = int(row.max()) + 1 if n else 1
-    group = np.full(n, -1, dtype=np.int32 if n < 2**31 else np.int64)  # 4 bytes a record, not 8
+    index = np.int32 if n < 2**31 else np.int64  # record and group numbers: 4 bytes each, not 8
+    group = np.full(n, -1, dtype=index)
     blocks: list[_Block] = []
     n_groups = 0
     for lo, hi in _assay_blocks(np.bincount(codes, minlength=len(names)) if n else np.zeros(0, np.int64),
@@ -73,10 +74,10 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
         block = _merge(local, value[idx], censor[idx], is_binary[a])
         group[idx] = local + n_groups
         n_groups += len(block.first)
-        block.first, block.bad = idx[block.first], idx[block.bad]
+        block.first, block.bad = idx[block.first].astype(index), idx[block.bad]
         blocks.append(block)
     if not blocks:
-        blocks.append(_Block(*(np.zeros(0, dtype=t) for t in (np.int64, float, np.int8, np.int64, np.int64, object))))
+        blocks.append(_Block(*(np.zeros(0, dtype=t) for t in (index, float, np.int8, np.int32, np.int64, object))))
 
     # Blocks go assay by assay; renumber the groups in order of their first record, as one pass over T1 would.
     # Per-group arrays are nearly as many as the records (few replicates): each is gathered, permuted and its
@@ -180,7 +181,7 @@ def _merge(group: np.ndarray, value: np.ndarray, censor: np.ndarray, binary: np.
         ]
 
     bad = np.flatnonzero(tie | (dr & mixed[group]) | contradicts)
-    kept = np.bincount(np.delete(group, bad), minlength=n_groups)
+    kept = np.bincount(np.delete(group, bad), minlength=n_groups).astype(np.int32)  # a count per group
     # First-appearance numbering: a group's first record is where its number exceeds every earlier one.
     seen = np.maximum.accumulate(group) if len(group) else group
     first = np.flatnonzero(group > np.concatenate(([-1], seen[:-1])))
