@@ -21,6 +21,8 @@ tools score (finite on the validation fold, aggregation weight > 0), at each var
 
 Usage:
   .venv/bin/python benchmarks/bench_training.py --setup-sparsechem /tmp/sc        # once: the scratch venv
+  .venv/bin/python benchmarks/bench_training.py --industrial 30000 --partners --profile-steps 20 --threads 1 \
+      --work /tmp/bench                                                        # where the kit's step goes
   .venv/bin/python benchmarks/bench_training.py --sparsechem /tmp/sc --partners toxcast-6/TOX21 \
       --industrial 30000 --epochs 8 --work /tmp/bench
 """
@@ -278,6 +280,54 @@ def run_fedqsar(plan, data, epochs: int, seed: int, device: str = "cpu") -> dict
             "rss_loaded_mb": baseline}
 
 
+def profile_steps(plan, data, n_steps: int, modes: tuple[str, ...] = ("fused", "gathered") * 2,
+                  warmup: int = 5) -> list[dict]:
+    """Per-phase thread CPU time (ms) of the kit's training step, for each LazyAdam mode in turn on one trainer.
+
+    CPU time rather than wall time: on a shared machine it says where a step goes whatever the load. The modes
+    alternate on the same trainer (their updates are the same maths), so load drift hits both.
+    """
+    from partner_kit.batching import step_batches
+    from partner_kit.training import LocalTrainer
+
+    trainer = LocalTrainer(plan, data, seed=0)
+    rng = np.random.default_rng(0)
+    phases = ("batch", "forward", "backward", "input_adam", "other_optimizers")
+    out = []
+    for mode in modes:
+        trainer.trunk_optimizers[0].fused = None if mode == "fused" else False
+        total, wall, unique = dict.fromkeys(phases, 0.0), 0.0, []
+        for i, rows in enumerate(step_batches(trainer.train_rows, trainer.batch_size, warmup + n_steps, rng)):
+            w0, marks = time.perf_counter(), [time.thread_time()]
+            batch = trainer.batcher.batch(rows)
+            marks.append(time.thread_time())
+            optimizers = [*trainer.trunk_optimizers, trainer.head_optimizer]
+            for opt in optimizers:
+                opt.zero_grad(set_to_none=True)
+            loss = trainer.loss(batch)
+            marks.append(time.thread_time())
+            loss.backward()
+            marks.append(time.thread_time())
+            optimizers[0].step()
+            marks.append(time.thread_time())
+            for opt in optimizers[1:]:
+                opt.step()
+            marks.append(time.thread_time())
+            if i >= warmup:
+                wall += time.perf_counter() - w0
+                for name, a, b in zip(phases, marks, marks[1:], strict=False):
+                    total[name] += b - a
+                unique.append(int(batch.x.cols.numel()))
+        row = {"mode": mode, **{k: 1000 * v / n_steps for k, v in total.items()}}
+        row.update(cpu_total=sum(row[k] for k in phases), wall=1000 * wall / n_steps,
+                   unique_rows=float(np.mean(unique)), load=load_average())
+        out.append(row)
+        print(f"  {mode:<9} " + "  ".join(f"{k} {row[k]:.1f}" for k in (*phases, "cpu_total", "wall"))
+              + f" ms/step; {row['unique_rows']:.0f} of {plan.n_features} input rows; load {row['load']}",
+              flush=True)
+    return out
+
+
 # ---- real SparseChem ----------------------------------------------------------------------------------------
 def setup_sparsechem(target: Path) -> Path:
     """A scratch venv at `target` running SparseChem from a copy of ../shared/tools/sparsechem.
@@ -443,6 +493,9 @@ def main() -> None:
     ap.add_argument("--setup-sparsechem", type=Path, default=None, metavar="DIR",
                     help="create SparseChem's scratch venv in DIR (outside the repo) and exit")
     ap.add_argument("--json", type=Path, default=None, help="also write the summary rows as JSON")
+    ap.add_argument("--profile-steps", type=int, default=0, metavar="N",
+                    help="instead of the comparison: the kit's per-phase CPU time over N steps per partner, "
+                         "fused and gathered LazyAdam alternating")
     ap.add_argument("--worker", choices=["fedqsar", "reference"], help=argparse.SUPPRESS)
     ap.add_argument("--prepared", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--result", type=Path, help=argparse.SUPPRESS)
@@ -454,7 +507,7 @@ def main() -> None:
         setup_sparsechem(args.setup_sparsechem)
         return
     sc_python = None
-    if "sparsechem" in args.variants:
+    if "sparsechem" in args.variants and not args.profile_steps:
         sc_python = (args.sparsechem or Path("/nonexistent")) / "venv" / "bin" / "python"
         if not sc_python.exists():
             raise SystemExit("error: the sparsechem variant needs its scratch venv: run "
@@ -467,6 +520,22 @@ def main() -> None:
         inputs.update({f"industrial-{n // 1000}k": industrial_input(n, work) for n in args.industrial})
         prepared = prepare_partners(inputs, work)
         print(f"machine: {machine()}\n", flush=True)
+        if args.profile_steps:
+            import torch
+
+            from data_prep.prepared import PreparedData
+
+            if args.threads:
+                torch.set_num_threads(args.threads)
+            profiles = {}
+            for partner, path in prepared.items():
+                data = PreparedData.load(path)
+                data.manifest["plan_hash"] = bench_plan(args.hidden).hash
+                print(f"{partner}: {args.profile_steps} steps per mode (thread CPU time per phase)", flush=True)
+                profiles[partner] = profile_steps(bench_plan(args.hidden), data, args.profile_steps)
+            if args.json:
+                args.json.write_text(json.dumps(profiles, indent=2))
+            return
         rows = []
         for partner, path in prepared.items():
             runs: dict[str, list[dict]] = {v: [] for v in args.variants}
