@@ -84,8 +84,8 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     # block parts dropped in turn, and the frame is built without copies, so no column exists twice for long.
     first = _gather(blocks, "first")
     order = np.argsort(first, kind="stable")
-    renumber = np.empty(n_groups, dtype=np.int64)
-    renumber[order] = np.arange(n_groups)
+    renumber = np.empty(n_groups, dtype=index)
+    renumber[order] = np.arange(n_groups, dtype=index)
     for start in range(0, n, block_records):  # in slices: no second full-length temporary
         group[start:start + block_records] = renumber[group[start:start + block_records]]
     del renumber
@@ -116,7 +116,7 @@ def _gather(blocks: list[_Block], name: str, order: np.ndarray | None = None) ->
     blocks' parts are dropped as soon as they are copied."""
     out = np.concatenate([getattr(b, name) for b in blocks])
     for b in blocks:
-        setattr(b, name, out[:0])
+        setattr(b, name, np.zeros(0, out.dtype))  # not a view of `out`, which would keep it alive
     return out if order is None else out[order]
 
 
