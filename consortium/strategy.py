@@ -15,7 +15,7 @@ import io
 import logging
 import math
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import numpy as np
 from flwr.app import Message, RecordDict
@@ -496,6 +496,11 @@ class TrunkFedAvg(FedAvg):
             averaged = [a.astype(np.float32) for a in summed]
         else:
             averaged = weighted_average([u.arrays for u in updates], [u.examples for u in updates])  # type: ignore[misc]
+            # Averaged: the partners' trunks go now, before the round is checkpointed and encoded, so those
+            # copies never coexist with N replies (Flower's workflow reads no reply payload after this call).
+            updates = [replace(u, arrays=None) for u in updates]
+            for _, res in results:
+                res.parameters.tensors.clear()
         dp_epsilon = dp_std = None
         if self.plan.federation.dp_enabled:  # noise on the mean, before any server optimizer (post-processing)
             averaged, dp_std, dp_epsilon = self.privatize(averaged, updates, rnd)
