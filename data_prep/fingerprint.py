@@ -60,7 +60,7 @@ def keyed_csr(
     indptr = np.zeros(len(indices) + 1, dtype=np.int64)
     np.cumsum(lengths, out=indptr[1:])
     cols = np.concatenate(indices) if len(indices) else np.zeros(0, dtype=np.int32)
-    cols = key_permutation(key, config.size)[cols.astype(np.int64)]
+    cols = key_permutation(key, config.size)[cols]  # int32 indices index directly: no int64 copy (≈ 0.45 GB at 1 M)
     if config.binary:
         data = np.ones(len(cols), dtype=np.float32)
     else:
