@@ -27,7 +27,11 @@ from flwr.supercore.superexec.executor.subprocess_executor import SubprocessExec
 from flwr.supernode.runtime.run_clientapp import run_clientapp
 
 import partner_kit.client_app  # noqa: F401  (the point: import torch, Flower and the kit once, before forking)
-from consortium.flower_tuning import cache_config_record_deflate, shorten_object_pull_backoff
+from consortium.flower_tuning import (
+    cache_config_record_deflate,
+    inflate_arrays_in_one_copy,
+    shorten_object_pull_backoff,
+)
 from consortium.processes import set_parent_death_signal
 
 #: Modules the first round imports lazily (~1 s in every child otherwise): torch's compile machinery, pulled
@@ -84,8 +88,10 @@ def main(argv: list[str] | None = None) -> None:
     args = ap.parse_args(argv)
     for module in PRELOAD:
         importlib.import_module(module)
-    # Inherited by every child: its message is fetched without a 1 s backoff, its reply serialized once.
+    # Inherited by every child: its message is fetched without a 1 s backoff, the received trunk rebuilt from its
+    # chunks with one copy (not three), its reply serialized once.
     shorten_object_pull_backoff()
+    inflate_arrays_in_one_copy()
     cache_config_record_deflate()
     executor = ForkExecutor()
     _runner.get_executor = lambda *a, **k: executor  # Flower's loop, our launcher
