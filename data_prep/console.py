@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import functools
 from collections.abc import Callable
 from typing import Any, TypeVar
@@ -28,5 +29,20 @@ def friendly_errors(func: F) -> F:
         except FileNotFoundError as exc:
             console.print(f"[bold red]error:[/] file not found: {exc.filename}", highlight=False, soft_wrap=True)
             raise typer.Exit(code=2) from None
+        except Exception as exc:
+            if not disk_full(exc):
+                raise
+            where = f" while writing {exc.filename}" if getattr(exc, "filename", None) else ""
+            console.print(f"[bold red]error:[/] the disk is full{where}: free space (or write --out / the cache "
+                          "to a larger disk) and run the command again; files already written were written whole "
+                          "(atomically)", highlight=False, soft_wrap=True)
+            raise typer.Exit(code=1) from None
 
     return wrapper  # type: ignore[return-value]
+
+
+def disk_full(exc: BaseException) -> bool:
+    """ENOSPC / EDQUOT from the OS, or as safetensors reports it (its own error type, "os error 28")."""
+    if isinstance(exc, OSError):
+        return exc.errno in (errno.ENOSPC, errno.EDQUOT)
+    return type(exc).__name__ == "SafetensorError" and f"os error {errno.ENOSPC}" in str(exc)

@@ -130,3 +130,31 @@ def test_truncated_parquet_and_other_commands_out_are_clear_errors(files):
                   "--input", str(files / "mols.smi"), "--out", str(files / "ok"), "-j", "0"]):
         result = CliRunner().invoke(app, args)
         assert_error(result, "--jobs must be at least 1" if "-j" in args else "--out")
+
+
+def test_a_full_disk_is_one_error_line_not_a_traceback(tmp_path):
+    """ENOSPC from the OS (with the file it was writing) and as safetensors words it: one line, exit 1."""
+    import errno
+
+    import typer
+    from safetensors import SafetensorError
+
+    from data_prep.console import disk_full, friendly_errors
+
+    target = tmp_path / "trunk.safetensors"
+    demo = typer.Typer()
+
+    @demo.command()
+    @friendly_errors
+    def write(kind: str) -> None:
+        if kind == "os":
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(target))
+        raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+
+    for kind in ("os", "safetensors"):
+        result = CliRunner().invoke(demo, [kind])
+        assert result.exit_code == 1, result.output
+        assert "error: the disk is full" in result.output and "Traceback" not in result.output
+    assert str(target) in " ".join(CliRunner().invoke(demo, ["os"]).output.split())
+    assert not disk_full(OSError(errno.EACCES, "Permission denied"))
+    assert not disk_full(ValueError("os error 28"))
