@@ -8,11 +8,10 @@ import pytest
 from cons_helpers import scripted_app, tiny_plan
 from flwr.app import ConfigRecord, Message
 from flwr.common import GetPropertiesIns
-from flwr.common.constant import SUPERLINK_NODE_ID, MessageTypeLegacy
+from flwr.common.constant import MessageTypeLegacy
 from flwr.compat.common.recorddict_compat import getpropertiesins_to_recorddict
 from flwr.supercore.inflatable import inflatable_utils
 from flwr.supercore.inflatable.inflatable_utils import ObjectUnavailableError
-from flwr.supercore.task_identity import TaskIdentity
 
 from consortium.embedded import InProcessGrid, node_id_for
 from consortium.flower_tuning import CappedSleep, cache_config_record_deflate, shorten_object_pull_backoff
@@ -40,15 +39,6 @@ class Notes:
 
     def on_refused(self, node: int, reason: str) -> None:
         self.refused.append((node, reason))
-
-
-@pytest.fixture
-def server_identity():
-    """Messages are created as the ServerApp would create them (run_embedded does the same)."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def _grid(late: int) -> LateGrid:

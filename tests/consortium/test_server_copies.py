@@ -16,10 +16,8 @@ from cons_helpers import tiny_plan, with_federation
 from flwr.app import Message
 from flwr.common import Code as FlowerCode
 from flwr.common import FitIns, FitRes, Status, ndarrays_to_parameters
-from flwr.common.constant import SUPERLINK_NODE_ID
 from flwr.common.serde import recorddict_to_proto
 from flwr.compat.common.recorddict_compat import fitins_to_recorddict
-from flwr.supercore.task_identity import TaskIdentity
 
 import consortium.strategy as strategy_mod
 from consortium.checkpoints import checkpoint_metadata, load_checkpoint, save_checkpoint
@@ -124,15 +122,6 @@ def test_checkpoint_takes_the_hash_it_is_given_or_computes_it(tmp_path):
     assert checkpoint_metadata(a) == checkpoint_metadata(b)  # (safetensors orders its header freely: not bytes)
     back_a, back_b = load_checkpoint(a, plan), load_checkpoint(b, plan)
     assert all(back_a[k].tobytes() == back_b[k].tobytes() == trunk[k].tobytes() for k in trunk)
-
-
-@pytest.fixture
-def server_identity():
-    """Messages are created as the ServerApp would create them."""
-    saved = (TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id)
-    TaskIdentity.run_id, TaskIdentity.node_id, TaskIdentity.task_id = 1, SUPERLINK_NODE_ID, 1
-    yield
-    TaskIdentity._run_id, TaskIdentity._node_id, TaskIdentity._task_id = saved
 
 
 def _fit_messages(parameters, node_ids):
