@@ -62,7 +62,7 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
     censor = records["censor"].to_numpy()
     n = len(records)
     row_span = int(row.max()) + 1 if n else 1
-    index = np.int32 if n < 2**31 else np.int64  # record and group numbers: 4 bytes each, not 8
+    index = index_dtype(n)  # record and group numbers: 4 bytes each, not 8
     group = np.full(n, -1, dtype=index)
     blocks: list[_Block] = []
     n_groups = 0
@@ -109,6 +109,12 @@ def aggregate(records: pd.DataFrame, binary_assays: set[str], rejects: Rejects, 
         "censor": _gather(blocks, "censor", order),
         "n_records": kept,
     }, copy=False)
+
+
+def index_dtype(n: int) -> type[np.signedinteger]:
+    """int32 for record, row and group numbers below 2**31 (every real partner): 4 bytes a number less than int64
+    at 20 M records."""
+    return np.int32 if n < 2**31 else np.int64
 
 
 def _gather(blocks: list[_Block], name: str, order: np.ndarray | None = None) -> np.ndarray:

@@ -22,7 +22,7 @@ import rdkit
 import scipy.sparse as sp
 
 import data_prep
-from data_prep.aggregate import aggregate
+from data_prep.aggregate import aggregate, index_dtype
 from data_prep.atomic import write_text_atomic
 from data_prep.config import PrepConfig, plan_hash
 from data_prep.console import console
@@ -268,13 +268,8 @@ def _attach_rows(records: pd.DataFrame, rows: _Rows, rejects: Rejects, t1_name: 
                    for c in sub["input_compound_id"]]
         rejects.add(t1_name, sub["t1_row"], sub["input_compound_id"], "structure", reasons)
     records = records[~failed].reset_index(drop=True)
-    records["row"] = row[~failed].astype(_index_dtype(len(rows.smiles))).to_numpy()
+    records["row"] = row[~failed].astype(index_dtype(len(rows.smiles))).to_numpy()
     return records
-
-
-def _index_dtype(n: int) -> type[np.signedinteger]:
-    """int32 for row numbers below 2**31 (every real partner): 4 bytes a record less than int64 at 20 M records."""
-    return np.int32 if n < 2**31 else np.int64
 
 
 def _account_for_unused(tasks: TaskSet, groups: pd.DataFrame, records: pd.DataFrame, assays: pd.DataFrame,
