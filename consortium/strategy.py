@@ -34,7 +34,7 @@ from flwr.server.strategy import FedAvg
 
 from consortium.admission import REFERENCE_KEY, Admission, AdmissionRefused, check_hash_format
 from consortium.plan import Plan, trunk_shapes
-from consortium.trunk import WIRE_DTYPES, to_dict, to_list
+from consortium.trunk import WIRE_DTYPES, raw_bytes, to_dict, to_list
 
 log = logging.getLogger("consortium")
 
@@ -124,7 +124,7 @@ def _content_hash(arrays: list[np.ndarray]) -> str:
     """sha256 of the arrays' bytes in order (the same digest as of their concatenation, without building it)."""
     h = hashlib.sha256()
     for a in arrays:
-        h.update(memoryview(np.ascontiguousarray(a).reshape(-1)).cast("B"))  # 1-d: empty arrays cast too
+        h.update(raw_bytes(a))
     return h.hexdigest()
 
 
@@ -250,7 +250,7 @@ def npy_bytes(arr: np.ndarray) -> bytes:
         np.lib.format.write_array_header_1_0(head, np.lib.format.header_data_from_array_1_0(arr))
     except ValueError:  # a header too long for format 1.0: np.save picks the version
         return ndarray_to_bytes(arr)
-    return b"".join([head.getvalue(), memoryview(arr.reshape(-1)).cast("B")])
+    return b"".join([head.getvalue(), raw_bytes(arr)])
 
 
 def arrays_to_parameters(arrays: list[np.ndarray]) -> Parameters:

@@ -42,8 +42,14 @@ def trunk_sha256(trunk: dict[str, np.ndarray]) -> str:
     for name in sorted(trunk):
         arr = np.ascontiguousarray(trunk[name], dtype=np.float32)
         digest.update(f"{name}|{arr.dtype.str}|{arr.shape}\n".encode())
-        digest.update(memoryview(arr.reshape(-1)).cast("B"))  # the bytes in place: no 256 MiB copy per hash
+        digest.update(raw_bytes(arr))
     return digest.hexdigest()
+
+
+def raw_bytes(arr: np.ndarray) -> memoryview:
+    """An array's bytes in C order, in place when it is C-contiguous (what `tobytes()` returns, without the
+    256 MiB copy of a 32000 x 2000 trunk); 1-d first, so empty and 0-d arrays cast too."""
+    return memoryview(np.ascontiguousarray(arr).reshape(-1)).cast("B")
 
 
 def initial_trunk(plan: Plan, seed: int) -> dict[str, np.ndarray]:
