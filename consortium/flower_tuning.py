@@ -16,6 +16,7 @@ unchanged record is serialized once. Each process that wants it calls the functi
 
 from __future__ import annotations
 
+import json
 import time as _time
 from types import ModuleType
 from typing import Any
@@ -102,7 +103,11 @@ def inflate_arrays_in_one_copy() -> None:
     from flwr.app.message.array import Array
     from flwr.app.message.arraychunk import ArrayChunk
     from flwr.supercore.constant import HEAD_BODY_DIVIDER
-    from flwr.supercore.inflatable.inflatable_object import get_object_type_from_object_content
+    from flwr.supercore.inflatable.inflatable_object import (
+        get_object_body,
+        get_object_children_ids_from_object_content,
+        get_object_type_from_object_content,
+    )
 
     if getattr(Array.inflate, "one_copy", False):
         return
@@ -121,13 +126,6 @@ def inflate_arrays_in_one_copy() -> None:
         # Flower's own inflate with empty chunks checks the metadata and the children; then one join.
         chunks = children or {}
         array = original(cls, object_content, {k: ArrayChunk(memoryview(b"")) for k in chunks})
-        import json
-
-        from flwr.supercore.inflatable.inflatable_object import (
-            get_object_body,
-            get_object_children_ids_from_object_content,
-        )
-
         ids = get_object_children_ids_from_object_content(object_content)
         order = json.loads(get_object_body(object_content, cls).decode("utf-8"))["arraychunk_ids"]
         array.data = b"".join(chunks[ids[i]].data for i in order)
