@@ -54,8 +54,7 @@ def _wire_copy(content: RecordDict) -> tuple[RecordDict, int]:
     for name, record in content.items():
         if isinstance(record, ArrayRecord) and all(isinstance(a.data, bytes) for a in record.values()):
             payloads[name] = {k: a.data for k, a in record.items()}
-            stripped[name] = ArrayRecord({k: Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=b"")
-                                          for k, a in record.items()})
+            stripped[name] = ArrayRecord({k: _with_data(a, b"") for k, a in record.items()})
         else:
             stripped[name] = record
     proto = recorddict_to_proto(stripped)
@@ -73,9 +72,13 @@ def _wire_copy(content: RecordDict) -> tuple[RecordDict, int]:
     for name, datas in payloads.items():
         record = copy_[name]
         for k, data in datas.items():
-            a = record[k]
-            record[k] = Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=data)
+            record[k] = _with_data(record[k], data)
     return copy_, size
+
+
+def _with_data(a: Array, data: bytes) -> Array:
+    """The same array description (dtype, shape, serialization type) over another payload."""
+    return Array(dtype=a.dtype, shape=tuple(a.shape), stype=a.stype, data=data)
 
 
 def node_id_for(name: str) -> int:
