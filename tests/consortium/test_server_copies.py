@@ -26,6 +26,15 @@ from consortium.server_app import share_arrays
 from consortium.strategy import ReplyRefused, TrunkFedAvg, _decode, npy_view, weighted_average
 from consortium.trunk import initial_trunk, trunk_sha256
 
+#: Shapes and layouts both .npy helpers must handle: C and Fortran order, float16/32/64, empty, 0-d.
+ARRAYS = [
+    np.arange(12, dtype=np.float32).reshape(3, 4),
+    np.arange(6, dtype=np.float16).reshape(2, 3),
+    np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
+    np.zeros((0, 5), np.float32),
+    np.array(2.5, np.float32),
+]
+
 
 def _npy(a: np.ndarray) -> bytes:
     buf = io.BytesIO()
@@ -33,14 +42,7 @@ def _npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(12, dtype=np.float32).reshape(3, 4),
-    np.arange(6, dtype=np.float16).reshape(2, 3),
-    np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
-    np.zeros((0, 5), np.float32),
-    np.array(2.5, np.float32),
-    np.arange(5, dtype=">f4"),
-])
+@pytest.mark.parametrize("array", [*ARRAYS, np.arange(5, dtype=">f4")])
 def test_npy_view_reads_what_np_load_reads_without_copying(array):
     blob = _npy(array)
     view = npy_view(blob)
@@ -227,14 +229,7 @@ def test_arrays_inflate_in_one_copy_to_the_bytes_flower_builds(monkeypatch, serv
 
 
 
-@pytest.mark.parametrize("array", [
-    np.arange(12, dtype=np.float32).reshape(3, 4),
-    np.arange(6, dtype=np.float16).reshape(2, 3),
-    np.asfortranarray(np.arange(12, dtype=np.float64).reshape(3, 4)),
-    np.zeros((0, 5), np.float32),
-    np.array(2.5, np.float32),
-    np.arange(10, dtype=np.float32)[::2],
-])
+@pytest.mark.parametrize("array", [*ARRAYS, np.arange(10, dtype=np.float32)[::2]])
 def test_npy_bytes_are_the_bytes_np_save_writes(array):
     from flwr.common import ndarray_to_bytes
 
