@@ -26,8 +26,8 @@ from typing import Any
 import tomli_w
 
 from consortium.processes import die_with_parent
-from consortium.run_status import read_status
-from consortium.tls_front import FRONT_STATUS, TlsFront
+from consortium.run_status import FRONT_STATUS, read_status
+from consortium.tls_front import TlsFront
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 

@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 STATUS_NAME = "status.json"
+#: Beside status.json, written by serve's TLS front (`consortium.tls_front`), not the ServerApp: plaintext
+#: connections refused.
+FRONT_STATUS = "tls_front.json"
 #: States in which a live server process is expected behind the file.
 ACTIVE_STATES = ("starting", "waiting for partners", "running")
 
@@ -64,13 +67,22 @@ def read_status(run_dir: str | Path) -> dict[str, Any]:
         status = json.loads(path.read_text())
     except (OSError, ValueError):
         return {"state": "unreadable", "error": f"{path} is not valid JSON"}
-    front = Path(run_dir) / "tls_front.json"  # written by serve's TLS front (consortium.tls_front), not the ServerApp
-    if front.is_file():
-        with contextlib.suppress(OSError, ValueError, TypeError, AttributeError):
-            status["plaintext_refused"] = int(json.loads(front.read_text()).get("plaintext_refused", 0))
+    front = read_front_status(run_dir)
+    if front:
+        with contextlib.suppress(ValueError, TypeError):
+            status["plaintext_refused"] = int(front.get("plaintext_refused", 0))
     if status.get("state") in ACTIVE_STATES and server_alive(status) is False:
         status["last_state"] = status["state"]
         status["state"] = "stopped"
         status["error"] = (f"the server process (pid {status.get('pid')}) is gone; it stopped while "
                            f"{status['last_state']} (round {status.get('round')}); resume with --resume")
     return status
+
+
+def read_front_status(run_dir: str | Path) -> dict[str, Any]:
+    """The TLS front's counters ({} when the run had no front, or its file is unreadable)."""
+    try:
+        front = json.loads((Path(run_dir) / FRONT_STATUS).read_text())
+    except (OSError, ValueError):
+        return {}
+    return front if isinstance(front, dict) else {}

@@ -28,7 +28,6 @@ from typing import Any
 from data_prep.atomic import write_text_atomic
 from data_prep.errors import InputError
 
-FRONT_STATUS = "tls_front.json"  # beside status.json: refused plaintext connections (the ServerApp owns status.json)
 HELLO_BYTES = 3        # a TLS record starts with content type 0x16 (handshake) and major version 0x03
 HELLO_TIMEOUT_S = 30.0  # a client that connects and sends nothing is closed silently after this
 CHUNK = 1 << 20        # relay read size; the write buffer pauses the reading side above WRITE_HIGH
@@ -245,11 +244,3 @@ class TlsFront:
         if self.status_file is not None:
             with contextlib.suppress(OSError):
                 write_text_atomic(self.status_file, json.dumps(self.summary(), indent=2) + "\n")
-
-
-def read_front_status(run_dir: Path) -> dict[str, Any]:
-    """The front's counters for `status.json` readers ({} when the run had no front)."""
-    try:
-        return json.loads((Path(run_dir) / FRONT_STATUS).read_text())
-    except (OSError, ValueError):
-        return {}

@@ -19,7 +19,8 @@ from pathlib import Path
 import pytest
 
 from consortium.certs import make_certs
-from consortium.tls_front import FRONT_STATUS, TlsFront, describe, is_tls
+from consortium.run_status import FRONT_STATUS
+from consortium.tls_front import TlsFront, describe, is_tls
 from data_prep.errors import InputError
 
 
@@ -186,6 +187,6 @@ def test_tls_record_detection():
 
 
 def test_status_file_absent_front_reads_empty(tmp_path):
-    from consortium.tls_front import read_front_status
+    from consortium.run_status import read_front_status
 
     assert read_front_status(Path(tmp_path)) == {}

@@ -29,7 +29,7 @@ from fed_helpers import make_federation
 
 from consortium.deploy import ADMITTED_DIR, TlsOptions, free_port, run_deployed, start_consortium
 from consortium.ledger import verify
-from consortium.tls_front import FRONT_STATUS
+from consortium.run_status import FRONT_STATUS
 from partner_kit.join import start_supernode
 
 BIN = Path(sys.executable).parent
