@@ -13,7 +13,11 @@
              python3.11 -m venv /tmp/chemprop-venv && /tmp/chemprop-venv/bin/pip install torch==2.13.0 && \
                  /tmp/chemprop-venv/bin/pip install 'chemprop>=2,<3'
            then `--chemprop --chemprop-python /tmp/chemprop-venv/bin/python`)
-Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and averaged over the folds, all three
+  network + aux (`--aux CSV`) the network pooled with another partner's wide CSV (e.g. ToxCast), prepared with the
+           same plan and key, so both partners' scaffold folds agree: rows stacked, each partner its own heads
+           (`partner_kit.pooled.pool`, the bound a federation of the two approaches); the aux partner's test-fold
+           rows are never trained on, and the epoch is chosen on Tox21's own validation tasks (`--aux-select`)
+Reports test AUC-ROC per task and the mean over the 12 tasks, per fold and averaged over the folds, all
 models scored by the same code (`test_auc`).
 The scaffold folds depend on the secret key: pass one `--key` to compare fingerprint settings on the same folds.
 
@@ -23,6 +27,8 @@ Usage:
   .venv/bin/python benchmarks/bench_tox21.py --no-network --jobs 2          # the forest only
   .venv/bin/python benchmarks/bench_tox21.py --threads 1 --jobs 1 --key KEY --work DIR \
       --radius 2 --seeds 5 --refit                                          # the best setting found (ECFP4)
+  .venv/bin/python benchmarks/bench_tox21.py --threads 1 --key KEY --work DIR --radius 2 --refit --no-forest \
+      --aux ../shared/data/raw/toxcast_data.csv.gz                          # Tox21 with a ToxCast partner
   .venv/bin/python benchmarks/bench_tox21.py --split random ...             # random folds: context only
   .venv/bin/python benchmarks/bench_tox21.py --no-network --no-forest --chemprop \
       --chemprop-python /tmp/chemprop-venv/bin/python --key KEY --work DIR --radius 2   # chemprop only
@@ -62,12 +68,18 @@ def tox21_plan(args: argparse.Namespace):
 
 
 def prepare_tox21(plan, work: Path, key_file: Path | None = None) -> Path:
+    return prepare_wide(plan, work, SHARED / "data" / "raw" / "tox21.csv.gz", "tox21", key_file, id_col="mol_id")
+
+
+def prepare_wide(plan, work: Path, source: Path, name: str, key_file: Path | None = None,
+                 id_col: str | None = None) -> Path:
+    """A wide CSV (smiles + one column per assay) imported and prepared under `plan` and the key, in WORK/NAME-*."""
     from data_prep.config import plan_hash
     from data_prep.key import generate_key, key_check_hash, load_key
     from data_prep.prepare import prepare
     from data_prep.wide import import_wide
 
-    inputs, out = work / "tox21-input", work / "tox21-prepared"
+    inputs, out = work / f"{name}-input", work / f"{name}-prepared"
     manifest = out / "manifest.json"
     # The scaffold folds are keyed: the same key gives the same folds, whatever the fingerprint settings.
     key = key_file or work / "secret.key"
@@ -81,9 +93,9 @@ def prepare_tox21(plan, work: Path, key_file: Path | None = None) -> Path:
             return out
     plan.save(work / "plan.toml")
     t0 = time.perf_counter()
-    import_wide(SHARED / "data" / "raw" / "tox21.csv.gz", "smiles", inputs, id_col="mol_id")
+    import_wide(source, "smiles", inputs, id_col=id_col)
     prepare(work / "plan.toml", key, inputs, out, progress=False)
-    print(f"imported and prepared Tox21 in {time.perf_counter() - t0:.0f} s", flush=True)
+    print(f"imported and prepared {source.name} in {time.perf_counter() - t0:.0f} s", flush=True)
     return out
 
 
@@ -105,32 +117,69 @@ def without_validation_fold(data, valid_fold: int, test_fold: int, n_folds: int)
 
 
 def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
-                  refit: bool = False, cv_ensemble: bool = False) -> tuple[np.ndarray, dict]:
+                  refit: bool = False, cv_ensemble: bool = False, aux=None,
+                  own_selection: bool = True) -> tuple[np.ndarray, dict]:
     """Test-fold probabilities, mean over seeds. Each seed: early stopping on the validation fold (next fold);
     with `refit`, a fresh model with the same seed is then trained on training + validation rows for the number
     of epochs early stopping chose; with `cv_ensemble`, one model per non-test fold as the validation fold, so
-    every non-test row trains most of the members (the test fold is never used for training or selection)."""
+    every non-test row trains most of the members (the test fold is never used for training or selection).
+    With `aux` (another partner's prepared data, same plan and key, so the same scaffold folds), the network is
+    the pooled model of the two (`partner_kit.pooled.pool`: rows stacked, each partner its own heads; the bound
+    federation approaches): the aux partner's test- and validation-fold rows play the same roles as Tox21's.
+    `own_selection`: the epoch is chosen on Tox21's validation tasks alone, as a federated partner chooses its
+    round on its own validation fold (otherwise on the pooled validation fold, the aux partner's tasks included)."""
     from partner_kit.training import LocalTrainer, derive_seed, train_early_stopping
 
     rows = np.flatnonzero(data.folds == test_fold)
+    cols = np.arange(len(data.class_tasks))
+    train_data, offset = data, 0
+    if aux is not None:
+        from partner_kit.pooled import pool
+
+        train_data, slices = pool({"tox21": data, "aux": aux})
+        offset, cols = slices["tox21"].rows.start, slices["tox21"].class_cols
+        rows = rows + offset
     valid_folds = ([f for f in range(n_folds) if f != test_fold] if cv_ensemble
                    else [(test_fold + 1) % n_folds])
     probs, info = [], []
     for seed in seeds:
         for valid_fold in valid_folds:
             t0 = time.perf_counter()
-            trainer = LocalTrainer(plan, data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
+            trainer = LocalTrainer(plan, train_data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
+            if aux is not None and own_selection:
+                trainer.selection = own_tasks_selection(trainer, data, offset, cols)
             run = train_early_stopping(trainer, plan.training.max_epochs, plan.training.patience)
             if refit:
-                merged = without_validation_fold(data, valid_fold, test_fold, n_folds)
+                merged = without_validation_fold(train_data, valid_fold, test_fold, n_folds)
                 trainer = LocalTrainer(plan, merged, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
                 for epoch in range(run["best_epoch"] + 1):
                     trainer.train_epoch(derive_seed(seed, epoch))
-            probs.append(trainer.predict_rows(rows)[0])
+            probs.append(trainer.predict_rows(rows)[0][:, cols])
             info.append({"seed": seed, "valid_fold": valid_fold, "best_epoch": run["best_epoch"],
                          "seconds": round(time.perf_counter() - t0, 1),
                          "auc_roc": round(float(np.nanmean(test_auc(data, test_fold, probs[-1]))), 4)})
     return np.mean(probs, axis=0), {"runs": info}
+
+
+def own_tasks_selection(trainer, data, offset: int, cols: np.ndarray):
+    """`trainer.selection` restricted to `data`'s rows (from `offset` in the pooled rows) and task columns."""
+    from partner_kit.batching import CsrBatcher
+    from partner_kit.metrics import evaluate_predictions
+    from partner_kit.training import selection_score
+
+    own = CsrBatcher(data)
+    quorum = {"min_values": trainer.plan.data.tasks.min_eval_regression_values_per_fold,
+              "min_std": trainer.plan.data.tasks.min_eval_regression_std}
+
+    def selection(fold: int):
+        rows = np.flatnonzero(np.asarray(data.folds) == fold)
+        prob, _ = trainer.predict_rows(rows + offset)
+        ev = evaluate_predictions(data.tasks, own.y_class[rows], prob[:, cols], own.y_regr[rows],
+                                  own.y_censor[rows], np.zeros((rows.size, 0), np.float32), **quorum)
+        score, metric = selection_score(ev)
+        return score, f"own {metric}", ev
+
+    return selection
 
 
 def forest_probs(data, test_fold: int, trees: int, jobs: int) -> tuple[np.ndarray, dict]:
@@ -191,6 +240,16 @@ def main() -> None:
     ap.add_argument("--split", choices=("scaffold", "random"), default="scaffold",
                     help="scaffold: the prepared keyed scaffold folds (the protocol); random: rows reassigned "
                          "to folds at random (seeded; for comparison with random-split literature only)")
+    ap.add_argument("--aux", type=Path, default=None,
+                    help="network: pool Tox21 with this wide CSV (smiles + assay columns, e.g. ../shared/data/raw/"
+                         "toxcast_data.csv.gz), prepared with the same plan and key (so the same scaffold folds); "
+                         "its own heads, its test-fold rows never trained on; Tox21 is scored as before")
+    ap.add_argument("--aux-weight", type=float, default=1.0,
+                    help="with --aux: scale the aux partner's task training weights (MELLODDY down-weighted "
+                         "auxiliary tasks); 1 = every label counts alike")
+    ap.add_argument("--aux-select", choices=("own", "pooled"), default="own",
+                    help="with --aux: choose the epoch on Tox21's validation tasks (own, as a federated partner "
+                         "chooses its round) or on the pooled validation fold (pooled, as `simulate --pooled`)")
     ap.add_argument("--trees", type=int, default=200)
     ap.add_argument("--jobs", type=int, default=-1, help="forest worker threads")
     ap.add_argument("--no-forest", action="store_true")
@@ -231,6 +290,15 @@ def main() -> None:
                 ap.error("--log-counts needs --counts")
             data.x.data = np.log1p(data.x.data)
         data.manifest["plan_hash"] = plan.hash   # same data sections; only trunk/training settings vary
+        aux = None
+        if args.aux is not None and not args.no_network:
+            aux = PreparedData.load(prepare_wide(plan, work, args.aux, "aux", args.key))
+            if args.log_counts:
+                aux.x.data = np.log1p(aux.x.data)
+            aux.manifest["plan_hash"] = plan.hash
+            aux.tasks["training_weight"] = aux.tasks["training_weight"] * args.aux_weight
+            if args.split == "random":
+                ap.error("--aux needs the scaffold folds (the two partners' folds must agree)")
         n_folds = plan.data.folds.n_folds
         if args.split == "random":
             data.folds = random_folds(data, n_folds, seed=0)
@@ -238,12 +306,16 @@ def main() -> None:
         names = data.tasks["input_assay_id"].astype(str).tolist()
         print(f"machine: {machine()}")
         fp = plan.data.fingerprint
+        pooled = (f", pooled with {args.aux.name} ({aux.n_rows} rows, {len(aux.class_tasks)} tasks, weight "
+                  f"{args.aux_weight:g}; epoch chosen on "
+                  f"{'Tox21' if args.aux_select == 'own' else 'the pooled'} validation tasks)") if aux else ""
         print(f"Tox21: {data.n_rows} structures, {len(names)} tasks, {args.split} folds; ECFP{2 * fp.radius} "
               f"{fp.size} bits {'binary' if fp.binary else 'counts'}; network plan: hidden "
               f"{plan.trunk.hidden_sizes}, dropout {plan.trunk.dropout}, input dropout {plan.trunk.input_dropout}, "
               f"lr {plan.training.learning_rate}, weight decay {plan.training.weight_decay}, patience "
               f"{plan.training.patience}, {args.seeds} seed(s){', refit on train + valid' if args.refit else ''}"
-              f"{', cross-validation ensemble' if args.cv_ensemble else ''}{', log1p' if args.log_counts else ''}\n",
+              f"{', cross-validation ensemble' if args.cv_ensemble else ''}{', log1p' if args.log_counts else ''}"
+              f"{pooled}\n",
               flush=True)
         results = {"network": [], "forest": [], "chemprop": []}
         details: dict[str, list] = {"network": [], "forest": [], "chemprop": []}
@@ -261,7 +333,8 @@ def main() -> None:
                 continue
             if not args.no_network:
                 seeds = list(range(args.first_seed, args.first_seed + args.seeds))
-                probs, info = network_probs(plan, data, fold, n_folds, seeds, args.refit, args.cv_ensemble)
+                probs, info = network_probs(plan, data, fold, n_folds, seeds, args.refit, args.cv_ensemble, aux,
+                                            own_selection=args.aux_select == "own")
                 net = test_auc(data, fold, probs)
                 results["network"].append(net)
                 details["network"].append(info)
