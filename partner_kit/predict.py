@@ -27,14 +27,13 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from consortium.plan import Plan
 from data_prep.errors import InputError
 from data_prep.key import key_check_hash, load_key
 from data_prep.prepared import PreparedData
 from partner_kit.batching import SparseBatch
 from partner_kit.conformal import DEFAULT_SIGNIFICANCE, ConformalModel, prediction_set_matrix
 from partner_kit.device import resolve_device
-from partner_kit.weights import load_model, read_model_json
+from partner_kit.weights import load_model_and_plan
 
 MAX_MOLECULES = 100_000
 DETAIL_TASKS = 12  # atom-contribution maps drawn by default in one molecule's detail view
@@ -242,9 +241,7 @@ class Predictor:
         self.model_dir = Path(model_dir)
         self.significance = float(significance)
         try:
-            info = read_model_json(self.model_dir)   # the saved plan is parsed once, here, and given to load_model
-            self.plan = Plan.from_dict(info["plan"], source=str(self.model_dir / "model.json"), saved=True)
-            self.model, self.info = load_model(self.model_dir, self.plan)
+            self.model, self.info, self.plan = load_model_and_plan(self.model_dir)
             self.tasks: list[dict[str, Any]] = list(self.info["tasks"])
         except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, AttributeError) as exc:
             raise InputError(f"{self.model_dir / 'model.json'} is damaged ({type(exc).__name__}: {exc}); "

@@ -142,6 +142,14 @@ def read_model_json(model_dir: str | Path) -> dict[str, Any]:
 
 def load_model(model_dir: str | Path, plan: Plan | None = None) -> tuple[MultitaskModel, dict[str, Any]]:
     """Rebuild the model saved in `model_dir` (eval mode). A given plan must have the model's plan hash."""
+    model, info, _ = load_model_and_plan(model_dir, plan)
+    return model, info
+
+
+def load_model_and_plan(model_dir: str | Path,
+                        plan: Plan | None = None) -> tuple[MultitaskModel, dict[str, Any], Plan]:
+    """`load_model`, also returning the plan it built the model with (the saved one unless `plan` is given),
+    for callers that need both without reading model.json or parsing its plan a second time."""
     model_dir = Path(model_dir)
     info = read_model_json(model_dir)
     if plan is None:
@@ -157,7 +165,7 @@ def load_model(model_dir: str | Path, plan: Plan | None = None) -> tuple[Multita
     model.trunk.load_state_dict(trunk)
     load_heads(model, model_dir / HEADS_FILE)
     model.eval()
-    return model, info
+    return model, info, plan
 
 
 def load_heads(model: MultitaskModel, path: Path) -> None:
