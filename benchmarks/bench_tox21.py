@@ -132,13 +132,13 @@ def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
 
     rows = np.flatnonzero(data.folds == test_fold)
     cols = np.arange(len(data.class_tasks))
-    train_data, offset = data, 0
+    train_data = data
     if aux is not None:
         from partner_kit.pooled import pool
 
         train_data, slices = pool({"tox21": data, "aux": aux})
-        offset, cols = slices["tox21"].rows.start, slices["tox21"].class_cols
-        rows = rows + offset
+        part = slices["tox21"]
+        rows, cols = rows + part.rows.start, part.class_cols
     valid_folds = ([f for f in range(n_folds) if f != test_fold] if cv_ensemble
                    else [(test_fold + 1) % n_folds])
     probs, info = [], []
@@ -147,7 +147,7 @@ def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
             t0 = time.perf_counter()
             trainer = LocalTrainer(plan, train_data, valid_fold=valid_fold, test_fold=test_fold, seed=seed)
             if aux is not None and own_selection:
-                trainer.selection = own_tasks_selection(trainer, data, offset, cols)
+                trainer.selection = own_tasks_selection(trainer, data, part)
             run = train_early_stopping(trainer, plan.training.max_epochs, plan.training.patience)
             if refit:
                 merged = without_validation_fold(train_data, valid_fold, test_fold, n_folds)
@@ -161,21 +161,17 @@ def network_probs(plan, data, test_fold: int, n_folds: int, seeds: list[int],
     return np.mean(probs, axis=0), {"runs": info}
 
 
-def own_tasks_selection(trainer, data, offset: int, cols: np.ndarray):
-    """`trainer.selection` restricted to `data`'s rows (from `offset` in the pooled rows) and task columns."""
+def own_tasks_selection(trainer, data, part):
+    """`trainer.selection` on `data`'s own rows and tasks only (`part`: where they sit in the pooled data)."""
     from partner_kit.batching import CsrBatcher
-    from partner_kit.metrics import evaluate_predictions
-    from partner_kit.training import selection_score
+    from partner_kit.training import score_rows, selection_score
 
     own = CsrBatcher(data)
-    quorum = {"min_values": trainer.plan.data.tasks.min_eval_regression_values_per_fold,
-              "min_std": trainer.plan.data.tasks.min_eval_regression_std}
 
     def selection(fold: int):
         rows = np.flatnonzero(np.asarray(data.folds) == fold)
-        prob, _ = trainer.predict_rows(rows + offset)
-        ev = evaluate_predictions(data.tasks, own.y_class[rows], prob[:, cols], own.y_regr[rows],
-                                  own.y_censor[rows], np.zeros((rows.size, 0), np.float32), **quorum)
+        prob, regr = trainer.predict_rows(rows + part.rows.start)
+        ev = score_rows(data, own, rows, prob[:, part.class_cols], regr[:, part.regr_cols], trainer.plan)
         score, metric = selection_score(ev)
         return score, f"own {metric}", ev
 
@@ -272,6 +268,8 @@ def main() -> None:
                     help="write each model's test-fold probabilities to DIR/<model>-fold<k>.npy, so runs of "
                          "other seeds can be averaged into a larger ensemble later")
     args = ap.parse_args()
+    if args.aux is not None and args.split == "random":
+        ap.error("--aux needs the scaffold folds (the two partners' folds must agree)")
 
     import torch
     from bench_training import machine
@@ -297,8 +295,6 @@ def main() -> None:
                 aux.x.data = np.log1p(aux.x.data)
             aux.manifest["plan_hash"] = plan.hash
             aux.tasks["training_weight"] = aux.tasks["training_weight"] * args.aux_weight
-            if args.split == "random":
-                ap.error("--aux needs the scaffold folds (the two partners' folds must agree)")
         n_folds = plan.data.folds.n_folds
         if args.split == "random":
             data.folds = random_folds(data, n_folds, seed=0)

@@ -343,6 +343,13 @@ def predict_rows(model: MultitaskModel, batcher: CsrBatcher, rows: np.ndarray) -
 def evaluate_rows(model: MultitaskModel, batcher: CsrBatcher, data: PreparedData, rows: np.ndarray,
                   plan: Plan | None = None) -> Evaluation:
     prob, regr = predict_rows(model, batcher, rows)
+    return score_rows(data, batcher, rows, prob, regr, plan)
+
+
+def score_rows(data: PreparedData, batcher: CsrBatcher, rows: np.ndarray, prob: np.ndarray, regr: np.ndarray,
+               plan: Plan | None = None) -> Evaluation:
+    """Metrics of given predictions for `rows` of `data` (labels from `batcher`), with the plan's regression
+    evaluation quorum: `evaluate_rows` without the forward pass, for predictions made elsewhere."""
     rules = plan.data.tasks if plan is not None else None
     quorum = ({"min_values": rules.min_eval_regression_values_per_fold, "min_std": rules.min_eval_regression_std}
               if rules is not None else {})
