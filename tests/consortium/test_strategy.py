@@ -220,3 +220,66 @@ def test_check_reply_refuses_text_smuggled_in_the_status_message():
     content.config_records["fitres.status"] = ConfigRecord({"code": 0, "message": "CC(=O)Oc1ccccc1C(=O)O " * 10})
     with pytest.raises(ReplyRefused, match="status record"):
         check_reply(content, plan, "train")
+
+
+def test_touched_average_takes_each_weight_from_the_partners_that_moved_it():
+    sent = [np.array([1.0, 1.0, 1.0, 1.0], np.float32)]
+    a = [np.array([2.0, 1.0, 3.0, 1.0], np.float32)]  # moved elements 0 and 2 (weight 1)
+    b = [np.array([5.0, 1.0, 1.0, 1.0], np.float32)]  # moved element 0 (weight 3)
+    touched = weighted_average([a, b], [1, 3], sent=sent)[0]
+    np.testing.assert_allclose(touched, [1 + (1 * 1 + 3 * 4) / 4, 1.0, 3.0, 1.0])  # a's own element: a's value
+    plain = weighted_average([a, b], [1, 3])[0]
+    np.testing.assert_allclose(plain, [4.25, 1.0, 1.5, 1.0])  # FedAvg scales a's own step by its share
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+def test_touched_average_equals_fedavg_where_every_partner_moved_every_weight(monkeypatch, dtype):
+    import consortium.strategy as strategy_mod
+
+    monkeypatch.setattr(strategy_mod, "AVERAGE_BLOCK", 7)  # several blocks, a ragged last one
+    rng = np.random.default_rng(3)
+    sent = [rng.normal(size=(11, 4)).astype(dtype), rng.normal(size=3).astype(dtype)]
+    parts = [[(s + 0.5 + rng.random(s.shape)).astype(dtype) for s in sent] for _ in range(3)]
+    for got, want in zip(weighted_average(parts, [5, 9, 2], sent=sent), weighted_average(parts, [5, 9, 2]),
+                         strict=True):
+        np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-6)
+    untouched = weighted_average([[s.copy() for s in sent]] * 2, [1, 2], sent=sent)
+    for got, s in zip(untouched, sent, strict=True):
+        assert np.array_equal(got, s.astype(np.float32))  # no one moved anything: the trunk stays as sent
+
+
+def test_aggregate_fit_with_touched_average_uses_the_sent_trunk():
+    from cons_helpers import with_federation
+
+    plan = with_federation(tiny_plan(min_partners=2), average="touched")
+    start = initial_trunk(plan, 0)
+    seen = []
+    strategy = TrunkFedAvg(plan, start, total_rounds=1, on_round=seen.append)
+    strategy.configure_fit(1, ndarrays_to_parameters(to_list(plan, start)), _AllClients())
+    sent = to_list(plan, start)
+    moved = [s.copy() for s in sent]
+    moved[0][0] += 1.0  # one partner changes one row of the first layer; the other changes nothing
+    res = lambda arrs, n: FitRes(Status(FlowerCode.OK, ""), ndarrays_to_parameters(arrs), n, {"loss": 0.1})  # noqa: E731
+    strategy.aggregate_fit(1, [(_Proxy(1), res(moved, 10)), (_Proxy(2), res(sent, 30))], [])
+    first = next(iter(seen[0].trunk.values()))
+    np.testing.assert_allclose(first[0], sent[0][0] + 1.0)  # the mover's own step, not a quarter of it
+    np.testing.assert_array_equal(first[1:], sent[0][1:])
+
+
+class _AllClients:
+    def num_available(self) -> int:
+        return 0
+
+    def sample(self, num_clients: int, min_num_clients: int | None = None) -> list:
+        return []
+
+
+@pytest.mark.parametrize("fed", [{"secure_aggregation": True}, {"dp_enabled": True}])
+def test_touched_average_is_refused_where_the_server_cannot_see_partner_trunks(fed):
+    from consortium.plan import FederationSpec
+    from data_prep.errors import InputError
+
+    with pytest.raises(InputError, match="touched"):
+        FederationSpec(average="touched", **fed)
+    with pytest.raises(InputError, match="average 'median' unknown"):
+        FederationSpec(average="median")
