@@ -20,7 +20,6 @@ from data_prep.errors import InputError
 ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
 TRUNK_OPTIMIZER_MODES = ("keep", "reset")
-AVERAGE_MODES = ("all", "touched")
 WIRE_DTYPE_NAMES = ("float32", "float16")
 
 
@@ -100,13 +99,6 @@ class FederationSpec:
     #: Before round 1, this many epochs of training the partner's fresh heads alone on the initial trunk (private;
     #: the first trunk gradients then come from heads that already fit). 0 = off.
     head_warmup_epochs: int = 0
-    #: "all": FedAvg, every trunk weight the example-weighted mean over all partners. "touched": each weight the
-    #: example-weighted mean over the partners whose update changed it (a partner whose compounds never set an
-    #: input bit leaves that row as it was sent); the others keep it. With 32000 bits a fifth of a partner's input
-    #: rows are its own, and plain FedAvg scales their steps by its share of the examples, where a pooled model
-    #: steps them fully. Needs each partner's trunk, so not with secure aggregation; not with DP (its noise is
-    #: calibrated to the plain mean).
-    average: str = "all"
 
     def __post_init__(self) -> None:
         if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \
@@ -125,12 +117,6 @@ class FederationSpec:
                 or not 0 < self.max_update_norm < float("inf"):
             raise InputError("plan: federation.max_update_norm must be a positive finite number, "
                              f"got {self.max_update_norm!r}")
-        if self.average not in AVERAGE_MODES:
-            raise InputError(f"plan: federation.average '{self.average}' unknown; use one of {AVERAGE_MODES}")
-        if self.average == "touched" and (self.secure_aggregation or self.dp_enabled):
-            raise InputError("plan: federation.average = \"touched\" needs each partner's trunk on the server, "
-                             "which secure aggregation hides, and DP's noise is calibrated to the plain mean; "
-                             "use average = \"all\" with secure_aggregation or dp_enabled")
         if self.schedule not in SCHEDULES:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
         if self.rounds < 1 or self.min_partners < 1:

@@ -79,18 +79,13 @@ def round_seed(plan_seed: int, round: int) -> int:
     return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
 
 
-def weighted_average(arrays: list[list[np.ndarray]], weights: list[int],
-                     sent: list[np.ndarray] | None = None) -> list[np.ndarray]:
+def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list[np.ndarray]:
     """Example-weighted mean per array, accumulated in float64 and returned as float32.
-
-    With `sent` (the trunk the partners received, in their reply dtype's values), each element is the mean over
-    the partners whose reply changed it, `sent + sum_k w_k (x_k - sent) / sum_{k: x_k != sent} w_k`, and stays
-    as sent where no one changed it (`federation.average = "touched"`). Without it: plain FedAvg.
 
     Inputs are sorted by (weight, content hash) first, so the result does not depend on reply order
     (or on Flower's random node ids) down to the last bit; the hash only breaks ties, so it is computed only
     for partners with equal weights. The float64 sums run over blocks of `AVERAGE_BLOCK` elements: the
-    accumulator's memory is a few blocks, not float64 copies of the largest array (4 x a float32 trunk at
+    accumulator's memory is two blocks, not two float64 copies of the largest array (4 x a float32 trunk at
     32000 x 2000), and each element gets exactly the same operations in the same order.
     """
     if not arrays:
@@ -106,33 +101,17 @@ def weighted_average(arrays: list[list[np.ndarray]], weights: list[int],
         result = np.empty(arrays[0][i].shape, dtype=np.float32)
         flat_out = result.reshape(-1)
         flats = [(w / total, np.asarray(arrs[i]).reshape(-1)) for w, arrs in keyed]
-        ref = None if sent is None else np.asarray(sent[i]).reshape(-1)
         size = flat_out.size
         acc = np.empty(min(size, AVERAGE_BLOCK), dtype=np.float64)
         term = np.empty_like(acc)  # reused for every partner and block: no fresh temporaries
-        den = np.empty_like(acc) if ref is not None else None
-        moved = np.empty(acc.shape, dtype=bool) if ref is not None else None
         for start in range(0, size, AVERAGE_BLOCK):
             stop = min(start + AVERAGE_BLOCK, size)
             a, t = acc[:stop - start], term[:stop - start]
             a.fill(0.0)
-            if ref is None:
-                for share, flat in flats:
-                    np.multiply(flat[start:stop], share, out=t, dtype=np.float64)
-                    a += t
-                flat_out[start:stop] = a  # float64 -> float32, rounded as astype rounds
-                continue
-            d, m, r = den[:stop - start], moved[:stop - start], ref[start:stop]
-            d.fill(0.0)
             for share, flat in flats:
-                np.subtract(flat[start:stop], r, out=t, dtype=np.float64)
-                np.not_equal(t, 0.0, out=m)
-                np.add(d, share, out=d, where=m)
-                t *= share
+                np.multiply(flat[start:stop], share, out=t, dtype=np.float64)
                 a += t
-            np.divide(a, d, out=a, where=d > 0.0)  # where no partner moved it: a stays 0 (no change)
-            a += r
-            flat_out[start:stop] = a
+            flat_out[start:stop] = a  # float64 -> float32, rounded as astype rounds
         out.append(result)
     return out
 
@@ -516,11 +495,7 @@ class TrunkFedAvg(FedAvg):
             check_trunk(summed, self.plan, dtypes={a.dtype for a in summed})
             averaged = [a.astype(np.float32) for a in summed]
         else:
-            touched = self.plan.federation.average == "touched"
-            reply_dtype = updates[0].arrays[0].dtype  # type: ignore[index]
-            sent = [a.astype(reply_dtype, copy=False) for a in self.sent] if touched else None
-            averaged = weighted_average([u.arrays for u in updates], [u.examples for u in updates],  # type: ignore[misc]
-                                        sent=sent)
+            averaged = weighted_average([u.arrays for u in updates], [u.examples for u in updates])  # type: ignore[misc]
             # Averaged: the partners' trunks go now, before the round is checkpointed and encoded, so those
             # copies never coexist with N replies (Flower's workflow reads no reply payload after this call).
             updates = [replace(u, arrays=None) for u in updates]
