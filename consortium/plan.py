@@ -99,6 +99,11 @@ class FederationSpec:
     #: Before round 1, this many epochs of training the partner's fresh heads alone on the initial trunk (private;
     #: the first trunk gradients then come from heads that already fit). 0 = off.
     head_warmup_epochs: int = 0
+    #: Server learning rate η on the averaged trunk update (FedOpt's server SGD without momentum): the new trunk
+    #: is `sent + η · (mean of the partners' trunks − sent)`. 1 = plain FedAvg. Averaging partners whose steps
+    #: point different ways shortens the step a pooled model would take; η > 1 gives that length back. Applied
+    #: after DP noise (post-processing), so the privacy accounting is unchanged; stateless, so resume is exact.
+    server_lr: float = 1.0
 
     def __post_init__(self) -> None:
         if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \
@@ -117,6 +122,10 @@ class FederationSpec:
                 or not 0 < self.max_update_norm < float("inf"):
             raise InputError("plan: federation.max_update_norm must be a positive finite number, "
                              f"got {self.max_update_norm!r}")
+        if isinstance(self.server_lr, bool) or not isinstance(self.server_lr, int | float) \
+                or not 0 < self.server_lr <= 10:
+            raise InputError(f"plan: federation.server_lr must be a number in (0, 10] (1 = plain FedAvg), "
+                             f"got {self.server_lr!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
         if self.rounds < 1 or self.min_partners < 1:

@@ -116,6 +116,20 @@ def weighted_average(arrays: list[list[np.ndarray]], weights: list[int]) -> list
     return out
 
 
+def server_step(sent: list[np.ndarray], averaged: list[np.ndarray], lr: float) -> None:
+    """In place: `averaged <- sent + lr * (averaged - sent)` (`federation.server_lr`; lr = 1 leaves it as is).
+
+    float32 arithmetic on the averaged arrays themselves: no temporary the size of a trunk on the server.
+    """
+    if lr == 1.0:
+        return
+    for a, s in zip(averaged, sent, strict=True):
+        s32 = np.asarray(s, dtype=np.float32)
+        np.subtract(a, s32, out=a)
+        a *= np.float32(lr)
+        a += s32
+
+
 #: Elements per float64 block in `weighted_average` (8 MiB per buffer).
 AVERAGE_BLOCK = 1 << 20
 
@@ -504,6 +518,7 @@ class TrunkFedAvg(FedAvg):
         dp_epsilon = dp_std = None
         if self.plan.federation.dp_enabled:  # noise on the mean, before any server optimizer (post-processing)
             averaged, dp_std, dp_epsilon = self.privatize(averaged, updates, rnd)
+        server_step(self.sent, averaged, float(self.plan.federation.server_lr))  # after the noise: post-processing
         self.max_examples = max([self.max_examples] + [u.examples for u in updates])
         updates.sort(key=lambda u: u.node_id)
         if self.on_round is not None:

@@ -220,3 +220,40 @@ def test_check_reply_refuses_text_smuggled_in_the_status_message():
     content.config_records["fitres.status"] = ConfigRecord({"code": 0, "message": "CC(=O)Oc1ccccc1C(=O)O " * 10})
     with pytest.raises(ReplyRefused, match="status record"):
         check_reply(content, plan, "train")
+
+
+def test_server_step_moves_the_trunk_lr_times_the_averaged_update():
+    from consortium.strategy import server_step
+
+    sent = [np.array([1.0, 2.0, -1.0], np.float32)]
+    averaged = [np.array([2.0, 2.0, -3.0], np.float32)]
+    server_step(sent, averaged, 2.0)
+    np.testing.assert_allclose(averaged[0], [3.0, 2.0, -5.0])
+    same = [np.array([2.0, 2.0, -3.0], np.float32)]
+    server_step(sent, same, 1.0)
+    np.testing.assert_array_equal(same[0], [2.0, 2.0, -3.0])  # lr 1: plain FedAvg, bit for bit
+
+
+def test_aggregate_fit_applies_the_plans_server_lr_to_the_average():
+    from cons_helpers import with_federation
+
+    plan = with_federation(tiny_plan(min_partners=2), server_lr=3.0)
+    start = initial_trunk(plan, 0)
+    seen = []
+    strategy = TrunkFedAvg(plan, start, total_rounds=1, on_round=seen.append)
+    sent = to_list(plan, start)
+    res = lambda d, n: FitRes(Status(FlowerCode.OK, ""),  # noqa: E731
+                              ndarrays_to_parameters([s + np.float32(d) for s in sent]), n, {"loss": 0.1})
+    params, _ = strategy.aggregate_fit(1, [(_Proxy(1), res(0.01, 10)), (_Proxy(2), res(0.03, 30))], [])
+    mean_step = (0.01 * 10 + 0.03 * 30) / 40
+    for got, s in zip(seen[0].trunk.values(), sent, strict=True):
+        np.testing.assert_allclose(got, s + 3.0 * mean_step, atol=1e-6)
+
+
+@pytest.mark.parametrize("bad", [0, -1.0, 11.0, float("nan"), True, "2"])
+def test_plan_refuses_a_server_lr_outside_its_range(bad):
+    from consortium.plan import FederationSpec
+    from data_prep.errors import InputError
+
+    with pytest.raises(InputError, match="server_lr"):
+        FederationSpec(server_lr=bad)

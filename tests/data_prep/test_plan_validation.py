@@ -46,6 +46,7 @@ BAD = [
     ("federation.local_steps", 0, r"federation\.local_steps and federation\.local_epochs must be >= 1"),
     ("federation.secagg_clipping_range", -8.0, r"federation\.secagg_clipping_range must be > 0"),
     ("federation.secure_aggregation", "on", r"federation\.secure_aggregation must be true or false"),
+    ("federation.server_lr", 0.0, r"federation\.server_lr must be a number in \(0, 10\]"),
 ]
 
 
