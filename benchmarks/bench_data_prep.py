@@ -95,16 +95,26 @@ class PeakRSS:
         return self.peak / 2**20
 
 
+def floor_enumerator() -> rdMolStandardize.TautomerEnumerator:
+    """The floor's tautomer enumerator (max 256 tautomers)."""
+    params = rdMolStandardize.CleanupParameters()
+    params.maxTautomers = 256
+    return rdMolStandardize.TautomerEnumerator(params)
+
+
+def floor_step(mol: Chem.Mol, enumerator: rdMolStandardize.TautomerEnumerator) -> None:
+    """The floor's work on one parsed molecule: ChargeParent + Canonicalize (skipping what RDKit cannot do)."""
+    with contextlib.suppress(Exception):
+        enumerator.Canonicalize(rdMolStandardize.ChargeParent(mol))
+
+
 def floor(smiles: list[str]) -> tuple[float, int]:
     """Seconds for RDKit's ChargeParent + Canonicalize (max 256 tautomers) alone, on pre-parsed molecules."""
     mols = [m for m in (Chem.MolFromSmiles(s) for s in smiles) if m is not None]
-    params = rdMolStandardize.CleanupParameters()
-    params.maxTautomers = 256
-    enumerator = rdMolStandardize.TautomerEnumerator(params)
+    enumerator = floor_enumerator()
     start = time.perf_counter()
     for mol in mols:
-        with contextlib.suppress(Exception):  # the floor just skips what RDKit cannot do
-            enumerator.Canonicalize(rdMolStandardize.ChargeParent(mol))
+        floor_step(mol, enumerator)
     return time.perf_counter() - start, len(mols)
 
 

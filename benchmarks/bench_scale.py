@@ -151,35 +151,39 @@ def rdkit_floor_parallel(smiles: list[str], jobs: int) -> tuple[float, float, in
     return max(p[0] for p in parts), sum(p[1] for p in parts), sum(p[2] for p in parts)
 
 
+def floor_rates(parts: list[tuple[float, float, int]], jobs: int = 1) -> tuple[float, float]:
+    """(mol/s per core, mol/CPU-s) over `rdkit_floor` / `rdkit_floor_parallel` results of `jobs` processes."""
+    n = sum(p[2] for p in parts)
+    return n / sum(p[0] for p in parts) / jobs, n / sum(p[1] for p in parts)
+
+
 class FloorDuringRun:
     """The RDKit floor sampled *while* a command runs: `batch` molecules every `every` seconds in a thread of
     this process, timed by that thread's own CPU clock. Its CPU-second rate meets the same contention as the
     command's workers, at a duty cycle of ≈ 1 %, where a floor timed before and after meets other loads."""
 
     def __init__(self, smiles: list[str], every: float = 10.0, batch: int = 10) -> None:
+        from bench_data_prep import floor_enumerator
         from rdkit import Chem, RDLogger
-        from rdkit.Chem.MolStandardize import rdMolStandardize
 
         RDLogger.DisableLog("rdApp.*")
         self.mols = [m for m in (Chem.MolFromSmiles(x) for x in smiles) if m is not None]  # parsed up front
-        params = rdMolStandardize.CleanupParameters()
-        params.maxTautomers = 256
-        self.enumerator = rdMolStandardize.TautomerEnumerator(params)
-        self.charge_parent = rdMolStandardize.ChargeParent
+        self.enumerator = floor_enumerator()
         self.every, self.batch = every, batch
         self.n, self.cpu = 0, 0.0
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
 
     def _loop(self) -> None:
+        from bench_data_prep import floor_step
+
         i = 0
         while self.mols and not self._stop.wait(self.every):
             chunk = [self.mols[(i + k) % len(self.mols)] for k in range(self.batch)]
             i += self.batch
             start = time.thread_time()
             for mol in chunk:
-                with contextlib.suppress(Exception):
-                    self.enumerator.Canonicalize(self.charge_parent(mol))
+                floor_step(mol, self.enumerator)
             self.cpu += time.thread_time() - start
             self.n += len(chunk)
 
@@ -245,14 +249,12 @@ class Bench:
         smiles = t2_smiles(self.input)
         sample = random.Random(1).sample(smiles, min(self.args.floor_sample, len(smiles)))
         quarters = [sample[i::4] for i in range(4)]
-        one = [rdkit_floor(quarters[0]), rdkit_floor(quarters[3])]
-        busy = [rdkit_floor_parallel(quarters[1], self.args.jobs), rdkit_floor_parallel(quarters[2], self.args.jobs)]
-        n1, n2 = sum(f[2] for f in one), sum(f[2] for f in busy)
-        self.row("floor", "RDKit floor, 1 process", f"{n1 / sum(f[0] for f in one):.0f} mol/s, "
-                 f"{n1 / sum(f[1] for f in one):.0f} mol/CPU-s")
-        self.row("floor", f"RDKit floor, {self.args.jobs} processes at once",
-                 f"{n2 / sum(f[0] for f in busy) / self.args.jobs:.0f} mol/s per core, "
-                 f"{n2 / sum(f[1] for f in busy):.0f} mol/CPU-s")
+        jobs = self.args.jobs
+        one = floor_rates([rdkit_floor(quarters[0]), rdkit_floor(quarters[3])])
+        busy = floor_rates([rdkit_floor_parallel(quarters[1], jobs), rdkit_floor_parallel(quarters[2], jobs)], jobs)
+        self.row("floor", "RDKit floor, 1 process", f"{one[0]:.0f} mol/s, {one[1]:.0f} mol/CPU-s")
+        self.row("floor", f"RDKit floor, {jobs} processes at once",
+                 f"{busy[0]:.0f} mol/s per core, {busy[1]:.0f} mol/CPU-s")
 
     def stage_prepare(self) -> None:
         import random
@@ -261,15 +263,14 @@ class Bench:
         sample = random.Random(0).sample(smiles, min(self.args.floor_sample, len(smiles)))
         jobs = self.args.jobs
         half = len(sample) // 2
-        f1, c1, n1 = rdkit_floor(sample[: half // 2])
-        p1 = rdkit_floor_parallel(sample[half // 2: half], jobs)
+        one1 = rdkit_floor(sample[: half // 2])
+        busy1 = rdkit_floor_parallel(sample[half // 2: half], jobs)
         with FloorDuringRun(random.Random(2).sample(smiles, min(2000, len(smiles)))) as during:
             r, summary = self.prepare(self.prepared, cache_fresh=True)
-        p2 = rdkit_floor_parallel(sample[half: half + half // 2], jobs)
-        f2, c2, n2 = rdkit_floor(sample[half + half // 2:])
-        floor_rate, floor_cpu_rate = (n1 + n2) / (f1 + f2), (n1 + n2) / (c1 + c2)
-        busy_rate = (p1[2] + p2[2]) / (p1[0] + p2[0]) / jobs
-        busy_cpu_rate = (p1[2] + p2[2]) / (p1[1] + p2[1])
+        busy2 = rdkit_floor_parallel(sample[half: half + half // 2], jobs)
+        one2 = rdkit_floor(sample[half + half // 2:])
+        floor_rate, floor_cpu_rate = floor_rates([one1, one2])
+        busy_rate, busy_cpu_rate = floor_rates([busy1, busy2], jobs)
         n = summary["counts"]["t2_rows"]
         per_core = n / r.seconds / jobs
         std_rate = n / summary["timings_s"]["standardize"] / jobs
