@@ -96,7 +96,7 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
     for every seed; `rotate` pairs them instead: seed i is tested on fold i, N seeds and N test folds in N runs."""
     from consortium.embedded import run_embedded
     from partner_kit.client_app import app as client_app
-    from partner_kit.federated import PartnerConfig
+    from partner_kit.federated import PartnerConfig, release_partners
     from partner_kit.simulation import prepared_dir_for, read_metrics, train_baseline, train_pooled_cached
 
     if len(partners) < 1:
@@ -150,7 +150,7 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
         label = f"{label} ({i + 1}/{len(replicates)})" if len(replicates) > 1 else ""
         configs = {name: PartnerConfig(plan=Path(plan_path).resolve(), prepared=prepared[name],
                                        model=sdir / "partners" / name / "model", name=name, seed=seed,
-                                       valid_fold=valid_fold, test_fold=test_fold)
+                                       valid_fold=valid_fold, test_fold=test_fold, write_behind=True)
                    for name in names}
         t0 = time.perf_counter()
         columns = [TextColumn(f"[bold]federation {label}"), BarColumn(), MofNCompleteColumn(),
@@ -165,7 +165,11 @@ def simulate(plan_path: Path, partners: list[Path], out: Path, *, key: Path | No
 
             settings = RunSettings(plan=plan, run_dir=sdir, rounds=total_rounds, resume=resume, mode="embedded",
                                    on_status=on_status, seed=seed, keep_checkpoints=keep_checkpoints)
-            status, grid = run_embedded(settings, client_app, {n: c.to_node_config() for n, c in configs.items()})
+            node_configs = {n: c.to_node_config() for n, c in configs.items()}
+            try:
+                status, grid = run_embedded(settings, client_app, node_configs)
+            finally:  # the configs as the ClientApp rebuilt them from the node config
+                release_partners(PartnerConfig.from_node_config({**c, "name": n}) for n, c in node_configs.items())
         seconds["federation"] += time.perf_counter() - t0
         node_ids = status.get("partners", {})
         for n in names:

@@ -22,7 +22,8 @@ import logging
 import math
 import shutil
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,7 +38,7 @@ from data_prep.prepared import PreparedData
 from partner_kit.model import MultitaskModel
 from partner_kit.model_outputs import write_model_outputs
 from partner_kit.training import LocalTrainer, derive_seed, evaluate_rows, train_early_stopping
-from partner_kit.weights import load_model, save_model
+from partner_kit.weights import HEADS_FILE, load_model, save_model
 
 log = logging.getLogger("partner_kit.federated")
 
@@ -70,6 +71,10 @@ class PartnerConfig:
     reference_hash: str = ""
     #: torch device this partner trains on ("cpu", "cuda", "auto"): private, never sent.
     device: str = "cpu"
+    #: Write each round's private state in a background thread while the run goes on (embedded runs, where the
+    #: partner lives across rounds and the process outlives the write). A deployed ClientApp may exit right
+    #: after its reply, so it writes before replying.
+    write_behind: bool = False
 
     @classmethod
     def from_node_config(cls, cfg: Mapping[str, Any]) -> PartnerConfig:
@@ -81,7 +86,8 @@ class PartnerConfig:
                    name=str(cfg.get("name", "partner")), seed=None if seed in (None, "", -1) else int(seed),
                    valid_fold=int(cfg.get("valid-fold", 1)), test_fold=int(cfg.get("test-fold", 0)),
                    score_every=int(cfg.get("score-every", 1)),
-                   reference_hash=str(cfg.get("reference-hash", "")), device=str(cfg.get("device", "cpu")))
+                   reference_hash=str(cfg.get("reference-hash", "")), device=str(cfg.get("device", "cpu")),
+                   write_behind=bool(cfg.get("write-behind", False)))
 
     def to_node_config(self) -> dict[str, Any]:
         cfg: dict[str, Any] = {"plan": str(self.plan), "prepared": str(self.prepared), "model": str(self.model),
@@ -93,6 +99,8 @@ class PartnerConfig:
             cfg["reference-hash"] = self.reference_hash
         if self.device != "cpu":
             cfg["device"] = self.device
+        if self.write_behind:
+            cfg["write-behind"] = True
         return cfg
 
 
@@ -162,7 +170,12 @@ def check_plans(server_plan_hash: str | None, plan: Plan, plan_path: Path, manif
 
 
 class FederatedPartner:
-    """One partner's round logic. Holds the data and a trainer; all state that matters lives on disk."""
+    """One partner's round logic. Holds the data and a trainer; all state that matters lives on disk.
+
+    The trainer also holds the state of the last round it trained (`_live_round`): when the next round follows it
+    in the same process (embedded runs, a warm SuperNode executor), the state is used as it is instead of read
+    back from the files just written from it, which hold the same bits.
+    """
 
     def __init__(self, cfg: PartnerConfig) -> None:
         self.cfg = cfg
@@ -176,6 +189,9 @@ class FederatedPartner:
         # Fresh heads of this seed, so a partner restarting at round 1 starts exactly as the first time.
         self._initial_private = {k: v.clone() for k, v in self.trainer.model.heads.state_dict().items()}
         self._initial_head_opt = self.trainer.head_optimizer.state_dict()
+        self._live_round: int | None = None  # the round whose private state the trainer holds, if any
+        self._writer: ThreadPoolExecutor | None = None
+        self._pending: Future[None] | None = None  # the background write of the last round's state
 
     # -- private state per round -----------------------------------------------------------------------------
     def round_dir(self, rnd: int) -> Path:
@@ -183,6 +199,12 @@ class FederatedPartner:
 
     def _restore_state(self, before: int) -> int:
         """Load the newest saved round < `before` (heads + head optimizer); 0 = fresh heads."""
+        self.wait_for_writes()
+        live, self._live_round = self._live_round, None
+        if live is not None and live == before - 1 and (self.round_dir(live) / HEADS_FILE).is_file():
+            if self.plan.federation.trunk_optimizer != "keep":
+                self.trainer.reset_trunk_optimizer()  # as loading round-<live>/ would
+            return live  # the trainer holds exactly what round-<live>/ holds
         done = sorted(int(p.name.split("-")[1]) for p in self.work.glob("round-*") if p.is_dir()
                       and p.name.split("-")[1].isdigit() and int(p.name.split("-")[1]) < before)
         t = self.trainer
@@ -256,10 +278,12 @@ class FederatedPartner:
         else:
             loss = t.train_steps(int(fed.steps_per_round or 1), seed)
         trained = time.perf_counter()
-        t.save_private_state(self.round_dir(rnd))
-        for p in self.work.glob("round-*"):
-            if p.is_dir() and p.name.split("-")[1].isdigit() and int(p.name.split("-")[1]) < rnd - 1:
-                shutil.rmtree(p, ignore_errors=True)
+        if self.cfg.write_behind:
+            self._writer = self._writer or ThreadPoolExecutor(1, thread_name_prefix=f"state-{self.cfg.name}")
+            self._pending = self._writer.submit(self._save_round, rnd)
+        else:
+            self._save_round(rnd)
+        self._live_round = rnd
         dtype = np.float16 if fed.wire_dtype == "float16" else np.float32
         trunk = t.get_trunk()
         self._log_round({"round": rnd, "loss": float(loss), "n_train": t.n_train,
@@ -267,6 +291,26 @@ class FederatedPartner:
                          "seconds_train": round(trained - scored, 4),
                          "seconds_total": round(time.perf_counter() - started, 4)})
         return [trunk[n].astype(dtype, copy=False) for n in trunk_shapes(self.plan)], t.n_train, float(loss)
+
+    def _save_round(self, rnd: int) -> None:
+        """Write round `rnd`'s private state (atomically), then drop the rounds before the previous one."""
+        self.trainer.save_private_state(self.round_dir(rnd))
+        for p in self.work.glob("round-*"):
+            if p.is_dir() and p.name.split("-")[1].isdigit() and int(p.name.split("-")[1]) < rnd - 1:
+                shutil.rmtree(p, ignore_errors=True)
+
+    def close(self) -> None:
+        """Finish the background write, if any, and stop its thread."""
+        self.wait_for_writes()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def wait_for_writes(self) -> None:
+        """Block until the background write of the last round's state is on disk; re-raise its error."""
+        pending, self._pending = self._pending, None
+        if pending is not None:
+            pending.result()
 
     def warm_up_heads(self, seed: int) -> None:
         """Train the fresh heads alone on the consortium's initial trunk (private, before the first update).
@@ -366,3 +410,12 @@ def get_partner(cfg: PartnerConfig) -> FederatedPartner:
     if partner is None:
         partner = _PARTNERS[cfg] = FederatedPartner(cfg)
     return partner
+
+
+def release_partners(configs: Iterable[PartnerConfig]) -> None:
+    """Forget these partners once their run is over (their state written), so a multi-seed study holds one
+    run's trainers at a time, not every run's."""
+    for cfg in configs:
+        partner = _PARTNERS.pop(cfg, None)
+        if partner is not None:
+            partner.close()

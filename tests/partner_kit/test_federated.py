@@ -91,6 +91,39 @@ def test_resume_after_a_stop_gives_the_uninterrupted_result(tmp_path):
     assert [e.trunk_sha256 for e in split] == [e.trunk_sha256 for e in full]
 
 
+def test_state_held_across_rounds_and_written_behind_equals_state_read_back_each_round(tmp_path, monkeypatch):
+    """An embedded partner keeps its trainer's state between rounds and writes it in the background; a partner
+    rebuilt from disk for every message (as a fresh deployed ClientApp is) must give the same bits."""
+    import dataclasses
+
+    from consortium.embedded import run_embedded
+    from consortium.server_app import RunSettings
+    from partner_kit import client_app, federated
+
+    fed = make_federation(tmp_path, rounds=3)
+
+    def run(name: str, write_behind: bool) -> None:
+        partners = {n: dataclasses.replace(c, model=tmp_path / name / n, write_behind=write_behind)
+                    for n, c in fed.partners().items()}
+        settings = RunSettings(plan=fed.plan, run_dir=tmp_path / f"run-{name}", rounds=3, mode="embedded")
+        run_embedded(settings, partner_app, {n: c.to_node_config() for n, c in partners.items()})
+        federated.release_partners(federated.PartnerConfig.from_node_config({**c.to_node_config(), "name": n})
+                                   for n, c in partners.items())
+
+    run("live", write_behind=True)
+    with monkeypatch.context() as m:
+        m.setattr(client_app, "get_partner", federated.FederatedPartner)  # a new partner, state from disk
+        run("disk", write_behind=False)
+    assert not [c for c in federated._PARTNERS if str(tmp_path) in str(c.model)]  # released
+    live = [e.trunk_sha256 for e in verify(tmp_path / "run-live" / "ledger.jsonl")]
+    assert live == [e.trunk_sha256 for e in verify(tmp_path / "run-disk" / "ledger.jsonl")]
+    for n in fed.prepared:
+        for rel in ("heads.safetensors", "federated/round-003/trunk_optimizer.safetensors",
+                    "federated/round-003/heads_optimizer.safetensors"):
+            assert (tmp_path / "live" / n / rel).read_bytes() == (tmp_path / "disk" / n / rel).read_bytes(), rel
+        assert not (tmp_path / "live" / n / "federated" / "round-001").exists()  # older rounds dropped
+
+
 def test_consortium_plan_differing_from_the_partners_plan_is_refused_naming_both(tmp_path):
     fed = make_federation(tmp_path, rounds=1)
     other = fed.plan.__class__(**{**fed.plan.__dict__, "name": "another consortium"})
