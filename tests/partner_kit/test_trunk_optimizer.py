@@ -76,3 +76,30 @@ def test_keep_checkpoints_prunes_old_rounds_and_the_run_still_verifies_and_resum
     run(4, True)
     assert sorted(list_checkpoints(tmp_path / "run")) == [3, 4]
     assert len(verify_run(tmp_path / "run")) == 4
+
+
+def test_a_failed_background_write_stops_the_partner_at_its_next_round(tmp_path, monkeypatch):
+    """Written behind, a round's private state that could not be saved (disk full) must not pass unnoticed:
+    the partner's next round re-raises the error instead of training on."""
+    import dataclasses
+
+    from consortium.trunk import initial_trunk
+    from partner_kit.weights import HEADS_FILE
+
+    fed = make_federation(tmp_path, rounds=2)
+    cfg = dataclasses.replace(next(iter(fed.partners().values())), write_behind=True)
+    partner = FederatedPartner(cfg)
+    trunk = list(initial_trunk(fed.plan, 0).values())
+    config = {"round": 1, "seed": 1, "plan_hash": fed.plan.hash}
+    partner.fit_round(trunk, config)
+    partner.wait_for_writes()
+    assert (partner.round_dir(1) / HEADS_FILE).is_file()
+
+    def disk_full(model_dir):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(partner.trainer, "save_private_state", disk_full)
+    partner.fit_round(trunk, {**config, "round": 2})
+    with pytest.raises(OSError, match="No space left"):
+        partner.fit_round(trunk, {**config, "round": 3})
+    partner.close()
