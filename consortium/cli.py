@@ -40,6 +40,8 @@ def init(
     trunk_optimizer: str = typer.Option("keep", help="keep | reset: partners' trunk Adam moments across rounds"),
     finetune_epochs: int = typer.Option(0, help="Epochs of private fine-tuning after the last round (0 = off)"),
     server_lr: float = typer.Option(1.0, help="Server learning rate on the averaged trunk update (1 = FedAvg)"),
+    server_optimizer: str = typer.Option("none", help="none | adam: the trunk's Adam on the server (with "
+                                         "--schedule per_iteration; the pooled model's update)"),
     secure_aggregation: bool = typer.Option(False, "--secagg", help="Use Flower SecAgg+"),
     min_partners: int = typer.Option(2, help="Partners needed for a round"),
     dp_noise_multiplier: float = typer.Option(0.0, help="Differential privacy: noise multiplier σ (0 = DP off)"),
@@ -59,7 +61,8 @@ def init(
         trunk=TrunkSpec(hidden_sizes=[int(h) for h in hidden.split(",")], dropout=dropout),
         federation=FederationSpec(
             rounds=rounds, schedule=schedule, local_steps=local_steps, trunk_optimizer=trunk_optimizer,
-            finetune_epochs=finetune_epochs, server_lr=server_lr, secure_aggregation=secure_aggregation,
+            finetune_epochs=finetune_epochs, server_lr=server_lr, server_optimizer=server_optimizer,
+            secure_aggregation=secure_aggregation,
             min_partners=min_partners,
             dp_enabled=dp_noise_multiplier > 0, dp_noise_multiplier=dp_noise_multiplier or 1.0,
             dp_clipping_norm=dp_clipping_norm, dp_delta=dp_delta,

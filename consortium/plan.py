@@ -21,6 +21,7 @@ ACTIVATIONS = ("relu", "leaky_relu", "tanh", "elu")
 SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
 TRUNK_OPTIMIZER_MODES = ("keep", "reset")
 WIRE_DTYPE_NAMES = ("float32", "float16")
+SERVER_OPTIMIZERS = ("none", "adam")
 
 
 @dataclass(frozen=True)
@@ -104,6 +105,11 @@ class FederationSpec:
     #: point different ways shortens the step a pooled model would take; η > 1 gives that length back. Applied
     #: after DP noise (post-processing), so the privacy accounting is unchanged; stateless, so resume is exact.
     server_lr: float = 1.0
+    #: "none": the server averages the partners' own optimizer steps (FedAvg, times `server_lr`). "adam": the
+    #: trunk's Adam runs on the server (`consortium.server_optimizer`): each partner takes one plain gradient
+    #: step per round and the server applies Adam (`training.learning_rate`) to the mean gradient, the update
+    #: a pooled model would take. Needs `schedule = "per_iteration"`; the server keeps (and checkpoints) the moments.
+    server_optimizer: str = "none"
 
     def __post_init__(self) -> None:
         if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \
@@ -128,6 +134,7 @@ class FederationSpec:
                              f"got {self.server_lr!r}")
         if self.schedule not in SCHEDULES:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
+        self._check_server_optimizer()
         if self.rounds < 1 or self.min_partners < 1:
             raise InputError("plan: federation.rounds and federation.min_partners must be >= 1")
         if self.local_steps < 1 or self.local_epochs < 1:
@@ -143,6 +150,26 @@ class FederationSpec:
             raise InputError("plan: federation.wire_dtype = \"float16\" with federation.secure_aggregation: SecAgg+ "
                              "sends its own quantized integers, so float16 saves nothing there; use \"float32\"")
         self._check_dp()
+
+    def _check_server_optimizer(self) -> None:
+        if self.server_optimizer not in SERVER_OPTIMIZERS:
+            raise InputError(f"plan: federation.server_optimizer '{self.server_optimizer}' unknown; use one of "
+                             f"{SERVER_OPTIMIZERS}")
+        if self.server_optimizer == "none":
+            return
+        needs = [
+            (self.schedule != "per_iteration", "federation.schedule = \"per_iteration\" (the server's Adam steps "
+             "on one gradient per partner and round)"),
+            (self.server_lr != 1, "federation.server_lr = 1 (the step length is training.learning_rate)"),
+            (self.wire_dtype != "float32", "federation.wire_dtype = \"float32\" (the gradient is read off the "
+             "trunk's difference, which float16 would round away)"),
+            (self.secure_aggregation, "federation.secure_aggregation = false (SecAgg+ quantizes the trunk to steps "
+             "of about 4e-6, the size of many gradients)"),
+        ]
+        needed = [text for broken, text in needs if broken]
+        if needed:
+            raise InputError(f"plan: federation.server_optimizer = \"{self.server_optimizer}\" needs "
+                             + "; ".join(needed))
 
     def _check_dp(self) -> None:
         for key in ("dp_clipping_norm", "dp_noise_multiplier", "dp_delta"):

@@ -39,6 +39,7 @@ from consortium.ledger import LEDGER_NAME, Ledger, line_sha256, verify_run
 from consortium.plan import Plan
 from consortium.processes import set_parent_death_signal
 from consortium.run_status import STATUS_NAME, writer_identity
+from consortium.server_optimizer import ServerAdam, state_path
 from consortium.strategy import RoundFailed, RoundResult, TrunkFedAvg, refuse_invalid
 from consortium.trunk import initial_trunk, trunk_sha256
 from data_prep.atomic import write_text_atomic
@@ -101,8 +102,9 @@ def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
 class RunRecorder:
     """Checkpoint + ledger line + status after each round; status also while waiting and at the end."""
 
-    def __init__(self, settings: RunSettings, first_round: int) -> None:
+    def __init__(self, settings: RunSettings, first_round: int, server_optimizer: ServerAdam | None = None) -> None:
         self.s = settings
+        self.server_optimizer = server_optimizer  # its moments are saved before each checkpoint
         self.ledger = Ledger(settings.run_dir / LEDGER_NAME)
         self.status: dict[str, Any] = {
             "state": "starting", "mode": settings.mode, "plan_hash": settings.plan.hash,
@@ -144,12 +146,15 @@ class RunRecorder:
             trunk_sha256=sha, refused=[*self._refused_now, *result.refused],
             dp_epsilon=result.dp_epsilon,
         )
+        if self.server_optimizer is not None:  # first: a checkpoint never exists without the moments it needs
+            self.server_optimizer.save(state_path(checkpoint_path(self.s.run_dir, result.round)), result.round)
         save_checkpoint(self.s.run_dir, result.round, result.trunk, self.s.plan, sha256=sha,
                         ledger_head=line_sha256(entry.to_line()), ledger_lines=len(self.ledger.entries()) + 1)
         self.ledger.write(entry)
         if self.s.keep_checkpoints > 0:
             for old in list(list_checkpoints(self.s.run_dir).values())[:-self.s.keep_checkpoints]:
                 old.unlink(missing_ok=True)
+                state_path(old).unlink(missing_ok=True)
         self._refused_now = []
         self._contributed.update(u.node_id for u in result.updates)
         now = time.perf_counter()
@@ -248,10 +253,14 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
     plan = settings.plan
     settings.run_dir.mkdir(parents=True, exist_ok=True)
     first_round, trunk = start_point(settings)
+    server_optimizer = ServerAdam(plan) if plan.federation.server_optimizer == "adam" else None
     if first_round == 1:
         save_checkpoint(settings.run_dir, 0, trunk, plan)
+    elif server_optimizer is not None:
+        last = first_round - 1
+        server_optimizer.load(state_path(checkpoint_path(settings.run_dir, last)), last)
     plan.save(settings.run_dir / "plan.toml")
-    recorder = RunRecorder(settings, first_round)
+    recorder = RunRecorder(settings, first_round, server_optimizer)
     inner_fit: Any = default_fit_workflow
     if plan.federation.secure_aggregation:
         secagg = SecAggPlusWorkflow(
@@ -294,7 +303,7 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
         raise InputError(str(exc)) from None
     strategy = TrunkFedAvg(plan, trunk, total_rounds=settings.rounds, first_round=first_round,
                            on_round=on_round, on_final=recorder.on_final, seed=settings.run_seed,
-                           admission=admission)
+                           admission=admission, server_optimizer=server_optimizer)
     legacy = LegacyContext(context=context, config=ServerConfig(num_rounds=settings.rounds - first_round + 1),
                            strategy=strategy)
     recorder.write(state="waiting for partners")

@@ -34,6 +34,7 @@ from flwr.server.strategy import FedAvg
 
 from consortium.admission import REFERENCE_KEY, Admission, AdmissionRefused, check_hash_format
 from consortium.plan import Plan, trunk_shapes
+from consortium.server_optimizer import ServerAdam
 from consortium.trunk import WIRE_DTYPES, raw_bytes, to_dict, to_list
 
 log = logging.getLogger("consortium")
@@ -417,7 +418,7 @@ class TrunkFedAvg(FedAvg):
     def __init__(self, plan: Plan, initial_trunk: dict[str, np.ndarray], *, total_rounds: int,
                  first_round: int = 1, on_round: Callable[[RoundResult], None] | None = None,
                  on_final: Callable[[float | None, int], None] | None = None, seed: int | None = None,
-                 admission: Admission | None = None) -> None:
+                 admission: Admission | None = None, server_optimizer: ServerAdam | None = None) -> None:
         n = plan.federation.min_partners
         super().__init__(
             fraction_fit=1.0, fraction_evaluate=1.0, min_fit_clients=n, min_evaluate_clients=n,
@@ -434,6 +435,8 @@ class TrunkFedAvg(FedAvg):
         self.max_examples = 0
         self.sent: list[np.ndarray] = to_list(plan, initial_trunk)  # the trunk replies are measured against
         self.admission = admission
+        #: `federation.server_optimizer = "adam"`: the trunk's Adam, stepped on the mean gradient each round.
+        self.server_optimizer = server_optimizer
         #: Source of the DP noise: seeded by the operating system (noise a partner could recompute protects nothing).
         self.dp_rng = np.random.default_rng()
 
@@ -518,7 +521,10 @@ class TrunkFedAvg(FedAvg):
         dp_epsilon = dp_std = None
         if self.plan.federation.dp_enabled:  # noise on the mean, before any server optimizer (post-processing)
             averaged, dp_std, dp_epsilon = self.privatize(averaged, updates, rnd)
-        server_step(self.sent, averaged, float(self.plan.federation.server_lr))  # after the noise: post-processing
+        if self.server_optimizer is not None:  # after the noise too: post-processing
+            self.server_optimizer.step(self.sent, averaged)
+        else:
+            server_step(self.sent, averaged, float(self.plan.federation.server_lr))
         self.max_examples = max([self.max_examples] + [u.examples for u in updates])
         updates.sort(key=lambda u: u.node_id)
         if self.on_round is not None:

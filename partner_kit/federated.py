@@ -185,7 +185,9 @@ class FederatedPartner:
         check_plans(None, self.plan, cfg.plan, self.data.manifest, cfg.prepared)
         self.seed = int(self.plan.training.seed if cfg.seed is None else cfg.seed)
         self.trainer = LocalTrainer(self.plan, self.data, valid_fold=cfg.valid_fold, test_fold=cfg.test_fold,
-                                    seed=self.seed, source=str(cfg.prepared), device=cfg.device)
+                                    seed=self.seed, source=str(cfg.prepared), device=cfg.device,
+                                    trunk_step="gradient" if self.plan.federation.server_optimizer == "adam"
+                                    else "adam")
         # Fresh heads of this seed, so a partner restarting at round 1 starts exactly as the first time.
         self._initial_private = {k: v.clone() for k, v in self.trainer.model.heads.state_dict().items()}
         self._initial_head_opt = self.trainer.head_optimizer.state_dict()

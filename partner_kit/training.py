@@ -70,7 +70,7 @@ class LocalTrainer:
 
     def __init__(self, plan: Plan, data: PreparedData, *, valid_fold: int = 1, test_fold: int = 0,
                  seed: int | None = None, freeze_trunk: bool = False, source: str = "prepared data",
-                 device: str = "cpu") -> None:
+                 device: str = "cpu", trunk_step: str = "adam") -> None:
         _check_data(plan, data, source)
         n_folds = plan.data.folds.n_folds
         for name, fold in (("validation", valid_fold), ("test", test_fold)):
@@ -82,6 +82,11 @@ class LocalTrainer:
         self.valid_fold, self.test_fold = int(valid_fold), int(test_fold)
         self.seed = int(plan.training.seed if seed is None else seed)
         self.freeze_trunk = freeze_trunk
+        if trunk_step not in ("adam", "gradient"):
+            raise ValueError(f"trunk_step must be 'adam' or 'gradient', got {trunk_step!r}")
+        #: "adam": the trunk trains with (lazy) Adam here; "gradient": one plain step `trunk - grad` (lr 1, no
+        #: momentum or decay), for a federation whose server runs the trunk's Adam (`consortium.server_optimizer`).
+        self.trunk_step = trunk_step
         self.device = resolve_device(device)
         self.batcher = CsrBatcher(data)
         tasks = data.tasks
@@ -142,6 +147,9 @@ class LocalTrainer:
             return
         t = self.plan.training
         trunk = self.model.trunk
+        if self.trunk_step == "gradient":
+            self.trunk_optimizers = [torch.optim.SGD(trunk.parameters(), lr=1.0)]  # no state: nothing to keep
+            return
         dense = [p for name, p in trunk.named_parameters() if name != "input.weight"]
         self.trunk_optimizers = [
             # The device-generic path (any GPU, or the cpu-native hook) keeps the gathered row update.
@@ -317,7 +325,8 @@ def _load_optimizer_tensors(opt: torch.optim.Optimizer, tensors: dict[str, torch
         _, idx, key = name.split(".", 2)
         state.setdefault(int(idx), {})[key] = value.reshape(()) if key == "step" else value
     for g in groups:
-        g["betas"] = tuple(g["betas"])
+        if "betas" in g:  # json made the tuple a list (SGD groups have none)
+            g["betas"] = tuple(g["betas"])
     try:
         opt.load_state_dict({"state": state, "param_groups": groups})
     except (ValueError, KeyError) as exc:
