@@ -42,6 +42,8 @@ def init(
     server_lr: float = typer.Option(1.0, help="Server learning rate on the averaged trunk update (1 = FedAvg)"),
     server_optimizer: str = typer.Option("none", help="none | adam: the trunk's Adam on the server (with "
                                          "--schedule per_iteration; the pooled model's update)"),
+    batches: str = typer.Option("per_round", help="per_round | epochs: how partners draw their batches across "
+                                "rounds (epochs: every row once per epoch, as the single and pooled models)"),
     secure_aggregation: bool = typer.Option(False, "--secagg", help="Use Flower SecAgg+"),
     min_partners: int = typer.Option(2, help="Partners needed for a round"),
     dp_noise_multiplier: float = typer.Option(0.0, help="Differential privacy: noise multiplier σ (0 = DP off)"),
@@ -62,7 +64,7 @@ def init(
         federation=FederationSpec(
             rounds=rounds, schedule=schedule, local_steps=local_steps, trunk_optimizer=trunk_optimizer,
             finetune_epochs=finetune_epochs, server_lr=server_lr, server_optimizer=server_optimizer,
-            secure_aggregation=secure_aggregation,
+            batches=batches, secure_aggregation=secure_aggregation,
             min_partners=min_partners,
             dp_enabled=dp_noise_multiplier > 0, dp_noise_multiplier=dp_noise_multiplier or 1.0,
             dp_clipping_norm=dp_clipping_norm, dp_delta=dp_delta,

@@ -22,6 +22,7 @@ SCHEDULES = ("local_steps", "local_epochs", "per_iteration")
 TRUNK_OPTIMIZER_MODES = ("keep", "reset")
 WIRE_DTYPE_NAMES = ("float32", "float16")
 SERVER_OPTIMIZERS = ("none", "adam")
+BATCH_ORDERS = ("per_round", "epochs")
 
 
 @dataclass(frozen=True)
@@ -110,6 +111,11 @@ class FederationSpec:
     #: step per round and the server applies Adam (`training.learning_rate`) to the mean gradient, the update
     #: a pooled model would take. Needs `schedule = "per_iteration"`; the server keeps (and checkpoints) the moments.
     server_optimizer: str = "none"
+    #: How a partner draws its batches with the step schedules: "per_round" — each round's steps from a fresh
+    #: shuffle seeded by the round (rows are drawn unevenly across rounds); "epochs" — round r trains steps
+    #: (r−1)·n … r·n−1 of one stream of shuffled epochs, so every row is seen once per epoch, as the
+    #: single-partner and pooled models see it (`partner_kit.batching.stream_batches`). Ignored by local_epochs.
+    batches: str = "per_round"
 
     def __post_init__(self) -> None:
         if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \
@@ -135,6 +141,8 @@ class FederationSpec:
         if self.schedule not in SCHEDULES:
             raise InputError(f"plan: federation.schedule '{self.schedule}' unknown; use one of {SCHEDULES}")
         self._check_server_optimizer()
+        if self.batches not in BATCH_ORDERS:
+            raise InputError(f"plan: federation.batches '{self.batches}' unknown; use one of {BATCH_ORDERS}")
         if self.rounds < 1 or self.min_partners < 1:
             raise InputError("plan: federation.rounds and federation.min_partners must be >= 1")
         if self.local_steps < 1 or self.local_epochs < 1:

@@ -110,7 +110,7 @@ def analyse(comparison: Comparison, n_boot: int = stats.DEFAULT_REPLICATES, seed
         "seed_per_fold": bool(meta.get("seed_per_fold")),
         "selection": meta.get("selection"), "seeds": comparison.seeds, "variants": comparison.variants,
         "federation": {k: meta[k] for k in ("rounds", "schedule", "local_steps", "trunk_optimizer",
-                                                       "server_optimizer", "server_lr") if k in meta},
+                                                       "server_optimizer", "server_lr", "batches") if k in meta},
         "bootstrap": {"replicates": n_boot, "seed": seed, "level": 0.95, "method": (
             "percentile interval; each replicate redraws every partner's test compounds (one draw for all "
             "variants and seeds), the tasks, and the seeds; statistics over tasks are computed per seed and "

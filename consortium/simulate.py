@@ -236,7 +236,7 @@ def write_comparison(out: Path, plan: Plan, prepared: dict[str, Path], seeds: li
         "rounds": plan.federation.rounds, "schedule": plan.federation.schedule,
         "local_steps": plan.federation.local_steps, "trunk_optimizer": plan.federation.trunk_optimizer,
         "server_optimizer": plan.federation.server_optimizer, "server_lr": plan.federation.server_lr,
-        "seed_per_fold": rotate,
+        "batches": plan.federation.batches, "seed_per_fold": rotate,
         "selection": (f"each model chosen on its validation fold only ({pairs}), never on the test fold: "
                       "single-partner and pooled models by early stopping over epochs, federated models by the "
                       "partner's own choice of round; score = task-count-weighted mean of the aggregated AUC-PR "

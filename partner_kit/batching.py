@@ -153,3 +153,22 @@ def step_batches(rows: np.ndarray, batch_size: int, n_steps: int,
             pos = 0
         yield perm[pos:pos + batch_size]
         pos += batch_size
+
+
+def stream_batches(rows: np.ndarray, batch_size: int, first_step: int, n_steps: int,
+                   seed: int) -> Iterator[np.ndarray]:
+    """Steps `first_step` .. `first_step + n_steps - 1` of one endless stream of epochs over `rows`.
+
+    Epoch e is the permutation drawn from (seed, e), cut into full batches (the few rows past the last full batch
+    wait for the next shuffle). A pure function of the step index: a federated partner that trains a few steps
+    per round still sees every row once per epoch, as the single-partner and pooled models do (random
+    reshuffling, not a fresh draw each round), and a resumed run draws the same batches.
+    """
+    batch_size = min(batch_size, len(rows))
+    per_epoch = max(len(rows) // batch_size, 1)
+    epoch, perm = -1, rows
+    for step in range(first_step, first_step + n_steps):
+        e, b = divmod(step, per_epoch)
+        if e != epoch:
+            epoch, perm = e, rows[np.random.default_rng([int(seed), e]).permutation(len(rows))]
+        yield perm[b * batch_size:(b + 1) * batch_size]

@@ -47,6 +47,7 @@ SELECTION_JSON = "selection.json"
 ROUNDS_LOG = "rounds.jsonl"
 FINETUNE_SEED = 7919  # mixed into the partner seed for the local fine-tuning epochs
 WARMUP_SEED = 7907  # mixed into the partner seed for the heads' warm-up before round 1
+STREAM_SEED = 7901  # mixed into the partner seed for the epoch stream of `federation.batches = "epochs"`
 _MATRICES = ("x", "y_class", "y_regr", "y_censor")
 
 
@@ -277,6 +278,9 @@ class FederatedPartner:
         if fed.schedule == "local_epochs":
             losses = [t.train_epoch(derive_seed(seed, e)) for e in range(max(fed.local_epochs, 1))]
             loss = float(np.mean(losses))
+        elif fed.batches == "epochs":  # round r trains steps (r-1)*n .. r*n-1 of one epoch stream
+            n = int(fed.steps_per_round or 1)
+            loss = t.train_stream((rnd - 1) * n, n, derive_seed(self.seed, STREAM_SEED), seed)
         else:
             loss = t.train_steps(int(fed.steps_per_round or 1), seed)
         trained = time.perf_counter()

@@ -22,7 +22,7 @@ from data_prep.atomic import write_text_atomic
 from data_prep.console import console
 from data_prep.errors import InputError
 from data_prep.prepared import PreparedData
-from partner_kit.batching import Batch, CsrBatcher, batch_size_for, epoch_batches, step_batches
+from partner_kit.batching import Batch, CsrBatcher, batch_size_for, epoch_batches, step_batches, stream_batches
 from partner_kit.device import resolve_device, uses_native_sparse
 from partner_kit.losses import censored_mse, masked_bce
 from partner_kit.metrics import Evaluation, evaluate_predictions
@@ -194,6 +194,11 @@ class LocalTrainer:
         """`n_steps` optimizer steps on batches (and dropout) drawn from `seed`; returns the mean batch loss."""
         rng = np.random.default_rng(seed)
         return self._run(step_batches(self.train_rows, self.batch_size, n_steps, rng), seed)
+
+    def train_stream(self, first_step: int, n_steps: int, stream_seed: int, seed: int) -> float:
+        """`n_steps` steps from `first_step` of the epoch stream of `stream_seed` (`stream_batches`); dropout
+        from `seed`. Returns the mean batch loss."""
+        return self._run(stream_batches(self.train_rows, self.batch_size, first_step, n_steps, stream_seed), seed)
 
     def train_epoch(self, seed: int) -> float:
         """One pass over the training rows shuffled by `seed`; returns the mean loss per row."""
