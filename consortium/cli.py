@@ -42,7 +42,7 @@ def init(
     server_lr: float = typer.Option(1.0, help="Server learning rate on the averaged trunk update (1 = FedAvg)"),
     server_optimizer: str = typer.Option("none", help="none | adam: the trunk's Adam on the server (with "
                                          "--schedule per_iteration; the pooled model's update)"),
-    batches: str = typer.Option("per_round", help="per_round | epochs: how partners draw their batches across "
+    batches: str = typer.Option("epochs", help="epochs | per_round: how partners draw their batches across "
                                 "rounds (epochs: every row once per epoch, as the single and pooled models)"),
     secure_aggregation: bool = typer.Option(False, "--secagg", help="Use Flower SecAgg+"),
     min_partners: int = typer.Option(2, help="Partners needed for a round"),

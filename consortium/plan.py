@@ -111,11 +111,12 @@ class FederationSpec:
     #: step per round and the server applies Adam (`training.learning_rate`) to the mean gradient, the update
     #: a pooled model would take. Needs `schedule = "per_iteration"`; the server keeps (and checkpoints) the moments.
     server_optimizer: str = "none"
-    #: How a partner draws its batches with the step schedules: "per_round" — each round's steps from a fresh
-    #: shuffle seeded by the round (rows are drawn unevenly across rounds); "epochs" — round r trains steps
+    #: How a partner draws its batches with the step schedules: "epochs" (default) — round r trains steps
     #: (r−1)·n … r·n−1 of one stream of shuffled epochs, so every row is seen once per epoch, as the
-    #: single-partner and pooled models see it (`partner_kit.batching.stream_batches`). Ignored by local_epochs.
-    batches: str = "per_round"
+    #: single-partner and pooled models see it (`partner_kit.batching.stream_batches`); "per_round" — each
+    #: round's steps from a fresh shuffle seeded by the round (rows drawn unevenly across rounds; the behaviour
+    #: before session 8, kept to measure the difference). Ignored by local_epochs. BENCHMARKS.md, "Uplift".
+    batches: str = "epochs"
 
     def __post_init__(self) -> None:
         if isinstance(self.head_warmup_epochs, bool) or not isinstance(self.head_warmup_epochs, int) \

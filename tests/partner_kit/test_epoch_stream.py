@@ -28,6 +28,6 @@ def test_epoch_stream_federation_resumes_exactly_and_differs_from_per_round_batc
     whole = [e.trunk_sha256 for e in verify(tmp_path / "e" / "whole" / "ledger.jsonl")]
     split = [e.trunk_sha256 for e in verify(tmp_path / "e" / "split" / "ledger.jsonl")]
     assert whole == split
-    other = make_federation(tmp_path / "r", rounds=3)
+    other = make_federation(tmp_path / "r", rounds=3, batches="per_round")
     other.run()
     assert [e.trunk_sha256 for e in verify(tmp_path / "r" / "run" / "ledger.jsonl")] != whole
