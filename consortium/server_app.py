@@ -76,10 +76,12 @@ class RunSettings:
         return int(self.plan.training.seed if self.seed is None else self.seed)
 
 
-def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
-    """(first round to run, trunk to start from): round 1 and the plan's initial trunk, or the ledger's last
-    round + 1 and its checkpoint, after checking the checkpoint is the trunk the ledger recorded."""
+def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray], ServerAdam | None]:
+    """(first round to run, trunk to start from, server optimizer): round 1, the plan's initial trunk and fresh
+    moments, or the ledger's last round + 1, its checkpoint and the moments saved beside it, after checking the
+    checkpoint is the trunk the ledger recorded. The server optimizer is None unless the plan runs one."""
     plan, run_dir = settings.plan, settings.run_dir
+    server_optimizer = ServerAdam(plan) if plan.federation.server_optimizer == "adam" else None
     entries = verify_run(run_dir)  # what `consortium status` flags, resume refuses
     if entries and not settings.resume:
         raise InputError(f"{run_dir} already holds a run ({entries[-1].round} rounds in {LEDGER_NAME}); "
@@ -88,7 +90,7 @@ def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
         raise InputError(f"{run_dir} was run under another plan (hash {entries[-1].plan_hash[:12]}…); "
                          "resume with the run's own plan")
     if not entries:
-        return 1, initial_trunk(plan, settings.run_seed)
+        return 1, initial_trunk(plan, settings.run_seed), server_optimizer
     last = entries[-1]
     trunk = load_checkpoint(checkpoint_path(run_dir, last.round), plan)
     if trunk_sha256(trunk) != last.trunk_sha256:
@@ -96,7 +98,9 @@ def start_point(settings: RunSettings) -> tuple[int, dict[str, np.ndarray]]:
                          "it was changed after the round was recorded")
     if last.round >= settings.rounds:
         raise InputError(f"{run_dir} already completed {last.round} rounds; pass a larger --rounds to go on")
-    return last.round + 1, trunk
+    if server_optimizer is not None:
+        server_optimizer.load(state_path(checkpoint_path(run_dir, last.round)), last.round)
+    return last.round + 1, trunk, server_optimizer
 
 
 class RunRecorder:
@@ -252,13 +256,9 @@ def run_server(grid: Grid, context: Context, settings: RunSettings) -> dict[str,
     """Run (or resume) the federation on `grid` until `settings.rounds`; returns the final status."""
     plan = settings.plan
     settings.run_dir.mkdir(parents=True, exist_ok=True)
-    first_round, trunk = start_point(settings)
-    server_optimizer = ServerAdam(plan) if plan.federation.server_optimizer == "adam" else None
+    first_round, trunk, server_optimizer = start_point(settings)
     if first_round == 1:
         save_checkpoint(settings.run_dir, 0, trunk, plan)
-    elif server_optimizer is not None:
-        last = first_round - 1
-        server_optimizer.load(state_path(checkpoint_path(settings.run_dir, last)), last)
     plan.save(settings.run_dir / "plan.toml")
     recorder = RunRecorder(settings, first_round, server_optimizer)
     inner_fit: Any = default_fit_workflow
